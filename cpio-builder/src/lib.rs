@@ -1,0 +1,1 @@
+//! Deterministic streaming cpio (newc) writer and reader.

@@ -1,0 +1,3 @@
+//! Build mode: turning directory trees into signed extension images and initrds.
+
+pub mod tree;

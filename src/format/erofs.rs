@@ -1,0 +1,1 @@
+//! EROFS image writer (uncompressed, inline tails) and superblock probe.
