@@ -515,9 +515,20 @@ mod tests {
         t.insert("usr/lib/a", meta(), file(b"a"), &meta()).unwrap();
         t.insert("opt/x", meta(), file(b"x"), &meta()).unwrap();
         let paths: Vec<_> = t.walk().iter().map(|&id| t.path(id)).collect();
-        let want = ["", "opt", "opt/x", "usr", "usr/lib", "usr/lib/a", "usr/lib/b"];
+        let want = [
+            "",
+            "opt",
+            "opt/x",
+            "usr",
+            "usr/lib",
+            "usr/lib/a",
+            "usr/lib/b",
+        ];
         assert_eq!(paths, want.iter().map(PathBuf::from).collect::<Vec<_>>());
-        assert_eq!(t.lookup("usr/lib/a").map(|id| t.path(id)), Some("usr/lib/a".into()));
+        assert_eq!(
+            t.lookup("usr/lib/a").map(|id| t.path(id)),
+            Some("usr/lib/a".into())
+        );
         assert!(t.insert("usr/lib/a/z", meta(), file(b""), &meta()).is_err());
     }
 
@@ -541,9 +552,15 @@ mod tests {
     #[test]
     fn prune_removes_nested_empty_dirs() {
         let mut t = Tree::new(meta());
-        t.insert("usr/share/empty/deeper", meta(), Kind::Dir { children: vec![] }, &meta())
+        t.insert(
+            "usr/share/empty/deeper",
+            meta(),
+            Kind::Dir { children: vec![] },
+            &meta(),
+        )
+        .unwrap();
+        t.insert("usr/bin/tool", meta(), file(b"t"), &meta())
             .unwrap();
-        t.insert("usr/bin/tool", meta(), file(b"t"), &meta()).unwrap();
         let p = t.prune_empty_dirs(|_| true);
         assert!(p.lookup("usr/share").is_none());
         assert!(p.lookup("usr/bin/tool").is_some());
@@ -557,7 +574,13 @@ mod tests {
         fs::write(d.join("usr/bin/a"), b"hello").unwrap();
         fs::hard_link(d.join("usr/bin/a"), d.join("usr/bin/b")).unwrap();
         std::os::unix::fs::symlink("a", d.join("usr/bin/c")).unwrap();
-        let t = Tree::scan(d, &ScanOptions { clamp_mtime: Some(5) }).unwrap();
+        let t = Tree::scan(
+            d,
+            &ScanOptions {
+                clamp_mtime: Some(5),
+            },
+        )
+        .unwrap();
         let a = t.lookup("usr/bin/a").unwrap();
         let b = t.lookup("usr/bin/b").unwrap();
         let c = t.lookup("usr/bin/c").unwrap();

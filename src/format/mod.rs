@@ -1,4 +1,11 @@
 //! On-disk formats, shared by the builder and the runtime.
 
+pub mod blob;
 pub mod erofs;
+pub mod gpt;
+pub mod hex;
+pub mod release;
+pub mod signature;
 pub mod squashfs;
+pub mod uuid;
+pub mod verity;

@@ -1,0 +1,226 @@
+//! The verity signature partition: compact JSON carrying the root hash, the signer's
+//! certificate fingerprint and a detached PKCS#7 over the lowercase hex root hash.
+
+use openssl::hash::MessageDigest;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Private};
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
+
+use crate::format::hex;
+
+/// Size of the signature partition we write (the JSON, NUL-padded).
+pub const PARTITION_SIZE: usize = 16 * 1024;
+/// Readers refuse larger signature partitions (as systemd does).
+pub const MAX_SIZE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("signature partition: {0} bytes exceed the 4 MiB limit")]
+    TooLarge(u64),
+    #[error("signature partition: non-NUL byte at offset {0} after the JSON's terminating NUL")]
+    TrailingData(usize),
+    #[error("signature partition: invalid JSON: {0}")]
+    Json(String),
+    #[error("signature partition: field {field}: {reason}")]
+    Field { field: &'static str, reason: String },
+    #[error("signature JSON of {size} bytes does not fit the {PARTITION_SIZE}-byte partition")]
+    DoesNotFit { size: usize },
+    #[error("PKCS#7 signature does not verify over root hash {root_hash} with the given certificates: {reason}")]
+    Invalid { root_hash: String, reason: String },
+    #[error("{what}: {source}")]
+    OpenSsl {
+        what: &'static str,
+        source: openssl::error::ErrorStack,
+    },
+}
+
+fn ossl(what: &'static str) -> impl FnOnce(openssl::error::ErrorStack) -> SignatureError {
+    move |source| SignatureError::OpenSsl { what, source }
+}
+
+/// The decoded JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureJson {
+    /// Lowercase hex root hash, as it was signed.
+    pub root_hash: String,
+    pub certificate_fingerprint: Option<String>,
+    /// DER PKCS#7.
+    pub signature: Vec<u8>,
+}
+
+impl SignatureJson {
+    /// Compact JSON, NUL-padded to [`PARTITION_SIZE`].
+    pub fn encode(&self) -> Result<Vec<u8>, SignatureError> {
+        // Written by hand to keep systemd-repart's key order; every value is hex or base64.
+        let fp = self
+            .certificate_fingerprint
+            .as_ref()
+            .map(|fp| format!(",\"certificateFingerprint\":\"{fp}\""))
+            .unwrap_or_default();
+        let mut out = format!(
+            "{{\"rootHash\":\"{}\"{fp},\"signature\":\"{}\"}}",
+            self.root_hash,
+            openssl::base64::encode_block(&self.signature)
+        )
+        .into_bytes();
+        if out.len() >= PARTITION_SIZE {
+            return Err(SignatureError::DoesNotFit { size: out.len() });
+        }
+        out.resize(PARTITION_SIZE, 0);
+        Ok(out)
+    }
+
+    /// Parses a signature partition's bytes (JSON, then only NULs).
+    pub fn parse(bytes: &[u8]) -> Result<SignatureJson, SignatureError> {
+        if bytes.len() as u64 > MAX_SIZE {
+            return Err(SignatureError::TooLarge(bytes.len() as u64));
+        }
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        if let Some(off) = bytes[end..].iter().position(|&b| b != 0) {
+            return Err(SignatureError::TrailingData(end + off));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes[..end])
+            .map_err(|e| SignatureError::Json(e.to_string()))?;
+        let field = |name: &'static str| value.get(name).and_then(|v| v.as_str());
+        let missing = |field| SignatureError::Field {
+            field,
+            reason: "missing or not a string".into(),
+        };
+        let root_hash = field("rootHash").ok_or_else(|| missing("rootHash"))?;
+        check_hex("rootHash", root_hash)?;
+        let signature = field("signature").ok_or_else(|| missing("signature"))?;
+        let signature =
+            openssl::base64::decode_block(signature).map_err(|_| SignatureError::Field {
+                field: "signature",
+                reason: "not valid base64".into(),
+            })?;
+        Ok(SignatureJson {
+            root_hash: root_hash.to_owned(),
+            certificate_fingerprint: field("certificateFingerprint").map(str::to_owned),
+            signature,
+        })
+    }
+}
+
+fn check_hex(field: &'static str, s: &str) -> Result<(), SignatureError> {
+    let ok = !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::Field {
+            field,
+            reason: format!("{s:?} is not a hex string"),
+        })
+    }
+}
+
+/// sha256 of the certificate's DER, lowercase hex.
+pub fn fingerprint(cert: &X509) -> Result<String, SignatureError> {
+    let d = cert
+        .digest(MessageDigest::sha256())
+        .map_err(ossl("certificate fingerprint"))?;
+    Ok(hex::encode(&d))
+}
+
+fn flags() -> Pkcs7Flags {
+    // NOATTR: the kernel rejects PKCS#7 with an smimeCapabilities attribute.
+    Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR | Pkcs7Flags::NOCERTS
+}
+
+/// Detached PKCS#7 (DER) over the lowercase hex root hash string.
+pub fn sign(root_hash: &str, key: &PKey<Private>, cert: &X509) -> Result<Vec<u8>, SignatureError> {
+    let certs = Stack::new().map_err(ossl("PKCS#7 signing"))?;
+    let p7 = Pkcs7::sign(cert, key, &certs, root_hash.as_bytes(), flags())
+        .map_err(ossl("PKCS#7 signing"))?;
+    p7.to_der().map_err(ossl("PKCS#7 encoding"))
+}
+
+/// Verifies a detached PKCS#7 over `root_hash` against `certs` only (certificates embedded in
+/// the signature are ignored; no chain), returning the signer.
+pub fn verify(der: &[u8], root_hash: &str, certs: &[X509]) -> Result<X509, SignatureError> {
+    let invalid = |reason: String| SignatureError::Invalid {
+        root_hash: root_hash.to_owned(),
+        reason,
+    };
+    let p7 = Pkcs7::from_der(der).map_err(|e| invalid(format!("not a DER PKCS#7: {e}")))?;
+    let mut stack = Stack::new().map_err(ossl("certificate stack"))?;
+    for c in certs {
+        stack.push(c.clone()).map_err(ossl("certificate stack"))?;
+    }
+    let store = X509StoreBuilder::new().map_err(ossl("X509 store"))?.build();
+    let vflags = Pkcs7Flags::NOINTERN | Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY;
+    p7.verify(&stack, &store, Some(root_hash.as_bytes()), None, vflags)
+        .map_err(|e| invalid(e.to_string()))?;
+    let signers = p7
+        .signers(&stack, vflags)
+        .map_err(|e| invalid(format!("signer not found: {e}")))?;
+    signers
+        .iter()
+        .next()
+        .map(|c| c.to_owned())
+        .ok_or_else(|| invalid("no signer".into()))
+}
+
+/// The signer's subject as `CN=…, O=…`.
+pub fn subject(cert: &X509) -> String {
+    cert.subject_name()
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let val = e.data().to_string().unwrap_or_default();
+            format!("{key}={val}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::genkey;
+
+    #[test]
+    fn json_round_trip_and_strictness() {
+        let j = SignatureJson {
+            root_hash: "ab".repeat(32),
+            certificate_fingerprint: Some("cd".repeat(32)),
+            signature: vec![1, 2, 3],
+        };
+        let bytes = j.encode().unwrap();
+        assert_eq!(bytes.len(), PARTITION_SIZE);
+        assert!(bytes.starts_with(b"{\"rootHash\":\"abab"));
+        assert_eq!(SignatureJson::parse(&bytes).unwrap(), j);
+        let mut bad = bytes.clone();
+        bad[PARTITION_SIZE - 1] = b'x';
+        assert!(matches!(
+            SignatureJson::parse(&bad),
+            Err(SignatureError::TrailingData(16383))
+        ));
+        assert!(matches!(
+            SignatureJson::parse(b"{\"rootHash\":\"zz\",\"signature\":\"\"}"),
+            Err(SignatureError::Field {
+                field: "rootHash",
+                ..
+            })
+        ));
+        assert!(SignatureJson::parse(b"{").is_err());
+    }
+
+    #[test]
+    fn sign_verify_and_reject() {
+        let (key, cert) = genkey::self_signed("test", 1).unwrap();
+        let (_, other) = genkey::self_signed("other", 1).unwrap();
+        let rh = "0123".repeat(16);
+        let sig = sign(&rh, &key, &cert).unwrap();
+        let signer = verify(&sig, &rh, &[other.clone(), cert.clone()]).unwrap();
+        assert_eq!(fingerprint(&signer).unwrap(), fingerprint(&cert).unwrap());
+        assert_eq!(subject(&signer), "CN=test");
+        // Deterministic: RSA PKCS#1 v1.5 without attributes.
+        assert_eq!(sig, sign(&rh, &key, &cert).unwrap());
+        assert!(verify(&sig, &"4567".repeat(16), &[cert]).is_err());
+        assert!(verify(&sig, &rh, &[other]).is_err());
+        assert!(verify(b"junk", &rh, &[]).is_err());
+    }
+}
