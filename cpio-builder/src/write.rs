@@ -1,6 +1,7 @@
 //! Streaming newc writer: validates each entry, renumbers inodes from 1 and writes header,
 //! name and data with 4-byte padding, in exactly the order the caller gives.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::format::{pad4, Field, RawHeader, MAX_NAME_SIZE, TRAILER_NAME};
@@ -70,6 +71,8 @@ pub enum WriteError {
 pub struct Writer<W: Write> {
     out: W,
     next_ino: u32,
+    /// Link groups written with [`Writer::link_member`]: caller key -> (inode, first header).
+    links: HashMap<u64, (u32, Header)>,
     source_date_epoch: Option<u64>,
     poisoned: bool,
 }
@@ -79,6 +82,7 @@ impl<W: Write> Writer<W> {
         Writer {
             out,
             next_ino: 1,
+            links: HashMap::new(),
             source_date_epoch: None,
             poisoned: false,
         }
@@ -125,6 +129,38 @@ impl<W: Write> Writer<W> {
             ..raws[rest.len()]
         };
         self.put(last_raw, &last.name, size, data)
+    }
+
+    /// One name of a hard-link group, written at its own place in the archive (so entries can
+    /// stay sorted). `group` is any caller key for the shared inode and `nlink` the number of
+    /// names. Earlier names are written with size 0; the last one carries the content, passed
+    /// as `data = Some((size, reader))`, as GNU cpio does and the kernel's unpacker expects.
+    pub fn link_member(
+        &mut self,
+        h: &Header,
+        group: u64,
+        nlink: u32,
+        data: Option<(u64, &mut dyn Read)>,
+    ) -> Result<(), WriteError> {
+        check_type(h, &[S_IFREG], "a regular file")?;
+        if let Some((_, first)) = self.links.get(&group) {
+            check_same_inode(h, first)?;
+        }
+        let size = data.as_ref().map_or(0, |(size, _)| *size);
+        let raw = self.raw(h, nlink, size)?;
+        let ino = match self.links.get(&group) {
+            Some(&(ino, _)) => ino,
+            None => {
+                let ino = self.take_ino(&h.name)?;
+                self.links.insert(group, (ino, h.clone()));
+                ino
+            }
+        };
+        let raw = RawHeader { ino, ..raw };
+        match data {
+            Some((size, reader)) => self.put(raw, &h.name, size, reader),
+            None => self.put(raw, &h.name, 0, &mut io::empty()),
+        }
     }
 
     pub fn dir(&mut self, h: &Header) -> Result<(), WriteError> {
@@ -358,6 +394,25 @@ mod tests {
     fn field(archive: &[u8], at: usize, index: usize) -> u32 {
         let start = at + 6 + 8 * index;
         u32::from_str_radix(std::str::from_utf8(&archive[start..start + 8]).unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn link_members_share_an_inode_across_other_entries() {
+        let out = written(|w| {
+            w.link_member(&header("a", 0o100755), 9, 2, None)?;
+            w.file(&header("b", 0o100644), 1, &mut &b"x"[..])?;
+            w.link_member(&header("c", 0o100755), 9, 2, Some((3, &mut &b"abc"[..])))
+        });
+        let entries: Vec<_> = crate::Reader::new(&out).map(|e| e.unwrap()).collect();
+        let (a, b, c) = (&entries[0].raw, &entries[1].raw, &entries[2].raw);
+        assert_eq!((a.ino, a.nlink, a.filesize), (1, 2, 0));
+        assert_eq!((b.ino, b.nlink), (2, 1));
+        assert_eq!((c.ino, c.nlink, c.filesize), (1, 2, 3));
+        assert_eq!(entries[2].data, b"abc");
+        let mut w = Writer::new(Vec::new());
+        w.link_member(&header("a", 0o100755), 1, 2, None).unwrap();
+        let other = w.link_member(&header("b", 0o100644), 1, 2, None);
+        assert!(matches!(other, Err(WriteError::LinkMismatch { .. })));
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! Build mode: turning directory trees into signed extension images and initrds.
 
 pub mod genkey;
+pub mod initrd;
+pub mod output;
+pub mod sysext;
 pub mod tree;

@@ -31,6 +31,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TreeError + '_ {
     }
 }
 
+/// Extended attributes: (full name such as `user.foo`, value), sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Inode metadata shared by all node kinds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -40,8 +43,7 @@ pub struct Meta {
     pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    /// Extended attributes, sorted by full name (e.g. `user.foo`).
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
 }
 
 impl Meta {
@@ -352,6 +354,18 @@ impl Tree {
         out
     }
 
+    /// The subtree under directory `dir` as a tree of its own (`dir` becomes the root).
+    pub fn subtree(&self, dir: NodeId) -> Tree {
+        // Give the root `dir`'s metadata and children; the walk then only sees the subtree.
+        let mut rerooted = self.clone();
+        rerooted.nodes[0].meta = self.nodes[dir].meta.clone();
+        rerooted.nodes[0].kind = self.nodes[dir].kind.clone();
+        for &c in self.children(dir) {
+            rerooted.nodes[c].parent = 0;
+        }
+        rerooted.retain(|_, _| true)
+    }
+
     /// Removes directories (other than the root) that have no children, repeatedly, if `pred`
     /// says so for them.
     pub fn prune_empty_dirs(&self, mut pred: impl FnMut(&Path) -> bool) -> Tree {
@@ -466,7 +480,7 @@ fn meta_of(path: &Path, md: &fs::Metadata, opts: &ScanOptions) -> Result<Meta, T
 }
 
 /// Reads all extended attributes of `path` (not following symlinks), sorted by name.
-fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TreeError> {
+fn read_xattrs(path: &Path) -> Result<Xattrs, TreeError> {
     let mut names = vec![0u8; 4096];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut names) {
@@ -547,6 +561,18 @@ mod tests {
         assert_eq!(r.nodes[b2].hardlink_of, None);
         assert_eq!(r.nodes[c2].hardlink_of, Some(b2));
         assert_eq!(r.nlink(b2), 2);
+    }
+
+    #[test]
+    fn subtree_reroots() {
+        let mut t = Tree::new(meta());
+        t.insert("usr/bin/tool", meta(), file(b"t"), &meta())
+            .unwrap();
+        t.insert("opt/x", meta(), file(b"x"), &meta()).unwrap();
+        let s = t.subtree(t.lookup("usr").unwrap());
+        assert_eq!(s.nodes.len(), 3);
+        assert!(s.lookup("bin/tool").is_some());
+        assert!(s.lookup("opt").is_none());
     }
 
     #[test]

@@ -278,7 +278,7 @@ fn read_with_header(
     }
     let (entries_lba, count, entry_size) =
         (le64(hdr, 72), le32(hdr, 80) as u64, le32(hdr, 84) as u64);
-    if entry_size < 128 || entry_size % 8 != 0 || entry_size > 4096 {
+    if entry_size < 128 || !entry_size.is_multiple_of(8) || entry_size > 4096 {
         return Err(field(
             "entry size",
             format!("{entry_size} is not a multiple of 8 in 128..=4096"),
@@ -413,6 +413,7 @@ mod tests {
         let path = dir.path().join("disk");
         let mut f = File::options()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(&path)

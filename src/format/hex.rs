@@ -16,7 +16,7 @@ pub fn encode(bytes: &[u8]) -> String {
 
 pub fn decode(s: &str) -> Result<Vec<u8>, HexError> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(HexError(b.len()));
     }
     let nibble = |i: usize| -> Result<u8, HexError> {

@@ -4,6 +4,7 @@ pub mod blob;
 pub mod erofs;
 pub mod gpt;
 pub mod hex;
+pub mod kmod;
 pub mod release;
 pub mod signature;
 pub mod squashfs;

@@ -105,7 +105,7 @@ impl SignatureJson {
 }
 
 fn check_hex(field: &'static str, s: &str) -> Result<(), SignatureError> {
-    let ok = !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let ok = !s.is_empty() && s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
     if ok {
         Ok(())
     } else {

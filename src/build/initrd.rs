@@ -1,0 +1,499 @@
+//! `build initrd` and `build extension-cpio`: the base initrd (our binary as `/init`, kernel
+//! modules with their dependency closure, trusted certificates, embedded extensions) as a
+//! deterministic newc cpio, zstd-compressed on all cores.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use cpio_builder::{Header, WriteError, Writer};
+use log::info;
+
+use crate::build::output::{Output, OutputError};
+use crate::build::tree::{Content, Kind, Meta, NodeId, ScanOptions, Tree, TreeError};
+use crate::format::kmod::{self, KmodError, ModuleDb};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitrdError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Kmod(#[from] KmodError),
+    #[error("writing the cpio archive: {0}")]
+    Cpio(#[from] WriteError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is already in the tree; remove it there or do not add it again")]
+    Duplicate { path: String },
+    #[error("{0}: is dynamically linked; /init must be static (build it with scripts/build-static or pass --init)")]
+    Dynamic(PathBuf),
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitrdError + '_ {
+    move |source| InitrdError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd(i32),
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub tree: Option<PathBuf>,
+    pub kver: Option<String>,
+    pub modules_dir: Option<PathBuf>,
+    pub modules: Vec<String>,
+    pub certs: Vec<PathBuf>,
+    pub extensions: Vec<PathBuf>,
+    /// The static binary installed as `/init`.
+    pub init: PathBuf,
+    pub compression: Compression,
+    pub output: PathBuf,
+    pub force: bool,
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What was written.
+#[derive(Debug)]
+pub struct Report {
+    pub entries: usize,
+    pub modules: Vec<String>,
+    pub bytes: u64,
+}
+
+/// Builds the initrd described by `spec`.
+pub fn build(spec: &Spec) -> Result<Report, InitrdError> {
+    let mtime = spec.source_date_epoch.unwrap_or(0);
+    let mut tree = base_tree(spec)?;
+    let adder = Adder { mtime };
+    adder.skeleton(&mut tree)?;
+    adder.init(&mut tree, &spec.init)?;
+    adder.release(&mut tree)?;
+    let modules = match modules_dir(spec) {
+        Some((dir, kver)) => adder.modules(&mut tree, &dir, &kver, &spec.modules)?,
+        None if spec.modules.is_empty() => Vec::new(),
+        None => {
+            return Err(InitrdError::Invalid {
+                path: PathBuf::from("--module"),
+                reason: "needs --kver or --modules-dir".into(),
+            })
+        }
+    };
+    for cert in &spec.certs {
+        adder.cert(&mut tree, cert)?;
+    }
+    for image in &spec.extensions {
+        adder.file_into(&mut tree, "etc/extensions", image)?;
+    }
+    let bytes = write(&tree, spec)?;
+    info!(
+        "{}: {} entries, {} bytes",
+        spec.output.display(),
+        tree.nodes.len(),
+        bytes
+    );
+    Ok(Report {
+        entries: tree.nodes.len(),
+        modules,
+        bytes,
+    })
+}
+
+/// A cpio placing `images` under `/.extra/sysext/`, to append to any initrd.
+pub fn extension_cpio(
+    images: &[PathBuf],
+    output: &Path,
+    force: bool,
+    sde: Option<i64>,
+) -> Result<u64, InitrdError> {
+    let mtime = sde.unwrap_or(0);
+    let mut tree = Tree::new(Meta::generated(0o755, mtime));
+    let adder = Adder { mtime };
+    for image in images {
+        adder.file_into(&mut tree, ".extra/sysext", image)?;
+    }
+    let spec = Spec {
+        tree: None,
+        kver: None,
+        modules_dir: None,
+        modules: Vec::new(),
+        certs: Vec::new(),
+        extensions: Vec::new(),
+        init: PathBuf::new(),
+        compression: Compression::None,
+        output: output.to_owned(),
+        force,
+        source_date_epoch: sde,
+    };
+    write(&tree, &spec)
+}
+
+/// The scanned tree with every owner mapped to root, or an empty root.
+fn base_tree(spec: &Spec) -> Result<Tree, InitrdError> {
+    let mut tree = match &spec.tree {
+        Some(dir) => Tree::scan(
+            dir,
+            &ScanOptions {
+                clamp_mtime: spec.source_date_epoch,
+            },
+        )?,
+        None => Tree::new(Meta::generated(0o755, spec.source_date_epoch.unwrap_or(0))),
+    };
+    for n in &mut tree.nodes {
+        n.meta.uid = 0;
+        n.meta.gid = 0;
+    }
+    Ok(tree)
+}
+
+fn modules_dir(spec: &Spec) -> Option<(PathBuf, String)> {
+    match (&spec.modules_dir, &spec.kver) {
+        (Some(d), Some(k)) => Some((d.clone(), k.clone())),
+        (Some(d), None) => {
+            let kver = d.file_name()?.to_string_lossy().into_owned();
+            Some((d.clone(), kver))
+        }
+        (None, Some(k)) => Some((PathBuf::from("/lib/modules").join(k), k.clone())),
+        (None, None) => None,
+    }
+}
+
+/// Adds generated entries with a fixed mtime and root ownership.
+struct Adder {
+    mtime: i64,
+}
+
+impl Adder {
+    fn meta(&self, perm: u32) -> Meta {
+        Meta::generated(perm, self.mtime)
+    }
+
+    /// Adds a node that must not exist yet.
+    fn add_new(
+        &self,
+        tree: &mut Tree,
+        path: &str,
+        perm: u32,
+        kind: Kind,
+    ) -> Result<NodeId, InitrdError> {
+        if tree.lookup(path).is_some() {
+            return Err(InitrdError::Duplicate {
+                path: format!("/{path}"),
+            });
+        }
+        Ok(tree.insert(path, self.meta(perm), kind, &self.meta(0o755))?)
+    }
+
+    /// Adds a node unless the tree already has one at `path`.
+    fn add_missing(
+        &self,
+        tree: &mut Tree,
+        path: &str,
+        perm: u32,
+        kind: Kind,
+    ) -> Result<(), InitrdError> {
+        if tree.lookup(path).is_none() {
+            tree.insert(path, self.meta(perm), kind, &self.meta(0o755))?;
+        }
+        Ok(())
+    }
+
+    /// The standard mount points and `/dev/console`.
+    fn skeleton(&self, tree: &mut Tree) -> Result<(), InitrdError> {
+        let dir = || Kind::Dir {
+            children: Vec::new(),
+        };
+        for d in ["proc", "sys", "dev", "run", "sysroot", "etc"] {
+            self.add_missing(tree, d, 0o755, dir())?;
+        }
+        self.add_missing(tree, "tmp", 0o1777, dir())?;
+        let console = rustix::fs::makedev(5, 1);
+        self.add_missing(tree, "dev/console", 0o600, Kind::CharDev(console))
+    }
+
+    /// `/init` and `/usr/bin/initrd-sysext` (one inode, two names).
+    fn init(&self, tree: &mut Tree, binary: &Path) -> Result<(), InitrdError> {
+        let bytes = std::fs::read(binary).map_err(io_err(binary))?;
+        if is_dynamic_elf(&bytes) {
+            return Err(InitrdError::Dynamic(binary.to_owned()));
+        }
+        let file = || Kind::File {
+            content: Content::Path(binary.to_owned()),
+            size: bytes.len() as u64,
+        };
+        let init = self.add_new(tree, "init", 0o755, file())?;
+        let usr_bin = if is_symlink(tree, "usr/bin") {
+            "bin/initrd-sysext"
+        } else {
+            "usr/bin/initrd-sysext"
+        };
+        let link = self.add_new(tree, usr_bin, 0o755, file())?;
+        tree.nodes[link].hardlink_of = Some(init);
+        Ok(())
+    }
+
+    /// `/etc/initrd-release` from the tree's os-release (so extensions built against the same
+    /// base match), and `/etc/os-release` pointing at it when the tree has none.
+    fn release(&self, tree: &mut Tree) -> Result<(), InitrdError> {
+        if tree.lookup("etc/initrd-release").is_none() {
+            let text = ["usr/lib/os-release", "etc/os-release"]
+                .iter()
+                .filter_map(|p| tree.lookup(p))
+                .find_map(|id| match &tree.nodes[id].kind {
+                    Kind::File { content, .. } => content.read().ok(),
+                    _ => None,
+                })
+                .unwrap_or_else(|| b"NAME=\"initrd-sysext initrd\"\nID=linux\n".to_vec());
+            let kind = Kind::File {
+                size: text.len() as u64,
+                content: Content::Bytes(text),
+            };
+            self.add_new(tree, "etc/initrd-release", 0o644, kind)?;
+        }
+        self.add_missing(
+            tree,
+            "etc/os-release",
+            0o777,
+            Kind::Symlink(b"initrd-release".to_vec()),
+        )
+    }
+
+    /// The default modules (where they are modules) and `names`, with their closure, plus
+    /// `modules.dep`/`.softdep`/`.alias`/`.builtin` for exactly what is shipped, and
+    /// `/etc/initrd-sysext/modules` naming what boot mode loads besides the defaults.
+    fn modules(
+        &self,
+        tree: &mut Tree,
+        dir: &Path,
+        kver: &str,
+        names: &[String],
+    ) -> Result<Vec<String>, InitrdError> {
+        let db = ModuleDb::load(dir)?;
+        let mut order = db.closure(&kmod::DEFAULT_MODULES, false)?;
+        let requested: Vec<&str> = names.iter().map(String::as_str).collect();
+        for m in db.closure(&requested, true)? {
+            if !order.contains(&m) {
+                order.push(m);
+            }
+        }
+        let base = if is_symlink(tree, "lib") {
+            "usr/lib/modules"
+        } else {
+            "lib/modules"
+        };
+        let root = format!("{base}/{kver}");
+        for name in &order {
+            let rel = &db.modules[name].path;
+            let src = dir.join(rel);
+            let size = std::fs::metadata(&src).map_err(io_err(&src))?.len();
+            let kind = Kind::File {
+                content: Content::Path(src),
+                size,
+            };
+            self.add_new(tree, &format!("{root}/{rel}"), 0o644, kind)?;
+        }
+        let shipped: std::collections::BTreeSet<&String> = order.iter().collect();
+        let alias: String = std::fs::read_to_string(dir.join("modules.alias"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|m| shipped.contains(&kmod::normalize(m)))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+        let listed: String = names
+            .iter()
+            .map(|n| format!("{}\n", kmod::normalize(n)))
+            .collect();
+        let files = [
+            (format!("{root}/modules.dep"), db.render_dep(&order)),
+            (format!("{root}/modules.softdep"), db.render_softdep(&order)),
+            (format!("{root}/modules.alias"), alias),
+            (format!("{root}/modules.builtin"), builtin),
+            ("etc/initrd-sysext/modules".to_owned(), listed),
+        ];
+        for (path, text) in files {
+            let kind = Kind::File {
+                size: text.len() as u64,
+                content: Content::Bytes(text.into_bytes()),
+            };
+            self.add_new(tree, &path, 0o644, kind)?;
+        }
+        info!("modules for {kver}: {}", order.join(" "));
+        Ok(order)
+    }
+
+    /// A certificate as PEM in `/etc/verity.d/<stem>.crt`.
+    fn cert(&self, tree: &mut Tree, path: &Path) -> Result<(), InitrdError> {
+        let certs = crate::build::genkey::load_certs(path).map_err(|e| InitrdError::Invalid {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut pem = Vec::new();
+        for c in certs {
+            pem.extend(c.to_pem().map_err(|e| InitrdError::Invalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?);
+        }
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let kind = Kind::File {
+            size: pem.len() as u64,
+            content: Content::Bytes(pem),
+        };
+        self.add_new(tree, &format!("etc/verity.d/{stem}.crt"), 0o644, kind)?;
+        Ok(())
+    }
+
+    /// A file from the host into `dir` under its own name.
+    fn file_into(&self, tree: &mut Tree, dir: &str, path: &Path) -> Result<(), InitrdError> {
+        let md = std::fs::metadata(path).map_err(io_err(path))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let kind = Kind::File {
+            content: Content::Path(path.to_owned()),
+            size: md.len(),
+        };
+        self.add_new(tree, &format!("{dir}/{name}"), 0o644, kind)?;
+        Ok(())
+    }
+}
+
+fn is_symlink(tree: &Tree, path: &str) -> bool {
+    tree.lookup(path)
+        .is_some_and(|id| matches!(tree.nodes[id].kind, Kind::Symlink(_)))
+}
+
+/// True for an ELF with a program interpreter (PT_INTERP), i.e. a dynamic executable.
+fn is_dynamic_elf(b: &[u8]) -> bool {
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return false; // not a 64-bit ELF: leave it to the kernel
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[32..40].try_into().expect("8 bytes")) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).any(|i| {
+        let at = phoff.saturating_add(i * phentsize);
+        b.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
+    })
+}
+
+/// Writes `tree` as newc (in walk order: parents first, names sorted), compressed per spec.
+fn write(tree: &Tree, spec: &Spec) -> Result<u64, InitrdError> {
+    let out = Output::create(&spec.output, spec.force)?;
+    let sink = BufWriter::with_capacity(1 << 20, &out.file);
+    match spec.compression {
+        Compression::None => write_cpio(tree, spec, sink)?
+            .flush()
+            .map_err(io_err(&spec.output))?,
+        Compression::Zstd(level) => {
+            let mut enc = zstd::stream::Encoder::new(sink, level).map_err(io_err(&spec.output))?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            enc.multithread(threads).map_err(io_err(&spec.output))?;
+            let enc = write_cpio(tree, spec, enc)?;
+            enc.finish()
+                .map_err(io_err(&spec.output))?
+                .flush()
+                .map_err(io_err(&spec.output))?;
+        }
+    }
+    let len = out.file.metadata().map_err(io_err(&spec.output))?.len();
+    out.commit()?;
+    Ok(len)
+}
+
+fn write_cpio<W: Write>(tree: &Tree, spec: &Spec, sink: W) -> Result<W, InitrdError> {
+    let mut w = Writer::new(sink);
+    if let Some(sde) = spec.source_date_epoch {
+        w = w.with_source_date_epoch(sde.max(0) as u64);
+    }
+    let order = tree.walk();
+    // Hard-link groups: every name at its sorted place, the content with the last one.
+    let anchors: std::collections::BTreeSet<NodeId> =
+        tree.nodes.iter().filter_map(|n| n.hardlink_of).collect();
+    let mut groups: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
+    for &id in &order {
+        let anchor = tree.nodes[id].hardlink_of.unwrap_or(id);
+        if anchors.contains(&anchor) {
+            groups.entry(anchor).or_default().push(id);
+        }
+    }
+    for &id in order.iter().skip(1) {
+        let anchor = tree.nodes[id].hardlink_of.unwrap_or(id);
+        match groups.get(&anchor) {
+            Some(members) => write_link(&mut w, tree, id, anchor, members)?,
+            None => write_node(&mut w, tree, id)?,
+        }
+    }
+    Ok(w.finish()?)
+}
+
+fn header(tree: &Tree, id: NodeId, meta_of: NodeId) -> Header {
+    let n = &tree.nodes[meta_of];
+    let rdev = match n.kind {
+        Kind::CharDev(r) | Kind::BlockDev(r) => r,
+        _ => 0,
+    };
+    Header {
+        name: tree.path(id).into_os_string().into_encoded_bytes(),
+        mode: n.mode(),
+        uid: n.meta.uid,
+        gid: n.meta.gid,
+        mtime: n.meta.mtime.max(0) as u64,
+        rdev_major: rustix::fs::major(rdev),
+        rdev_minor: rustix::fs::minor(rdev),
+    }
+}
+
+fn write_node<W: Write>(w: &mut Writer<W>, tree: &Tree, id: NodeId) -> Result<(), InitrdError> {
+    let h = header(tree, id, id);
+    match &tree.nodes[id].kind {
+        Kind::Dir { .. } => w.dir(&h)?,
+        Kind::Symlink(target) => w.symlink(&h, target)?,
+        Kind::File { content, size } => w.file(&h, *size, &mut content.open()?)?,
+        _ => w.special(&h)?,
+    }
+    Ok(())
+}
+
+fn write_link<W: Write>(
+    w: &mut Writer<W>,
+    tree: &Tree,
+    id: NodeId,
+    anchor: NodeId,
+    members: &[NodeId],
+) -> Result<(), InitrdError> {
+    let Kind::File { content, size } = &tree.nodes[anchor].kind else {
+        return Err(InitrdError::Invalid {
+            path: tree.path(anchor),
+            reason: "hard link to a non-regular file".into(),
+        });
+    };
+    let h = header(tree, id, anchor);
+    let nlink = members.len() as u32;
+    if members.last() == Some(&id) {
+        w.link_member(
+            &h,
+            anchor as u64,
+            nlink,
+            Some((*size, &mut content.open()?)),
+        )?;
+    } else {
+        w.link_member(&h, anchor as u64, nlink, None)?;
+    }
+    Ok(())
+}

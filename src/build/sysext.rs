@@ -1,0 +1,522 @@
+//! `build sysext`: a directory tree (optionally reduced over a base tree) becomes a DDI —
+//! GPT with the data filesystem, its dm-verity hash partition and the signature partition.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use log::{info, warn};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+use crate::build::genkey::{self, KeyError};
+use crate::build::output::{self, Output, OutputError};
+use crate::build::tree::{Content, Kind, Meta, ScanOptions, Tree, TreeError};
+use crate::format::gpt::{self, Arch, Designator, GptError, NewPartition, Role};
+use crate::format::release::{Release, ReleaseError};
+use crate::format::signature::{self, SignatureError, SignatureJson};
+use crate::format::uuid::Uuid;
+use crate::format::verity::{self, VerityError};
+use crate::format::{erofs, hex, squashfs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("writing erofs: {0}")]
+    Erofs(#[from] erofs::Error),
+    #[error("writing squashfs: {0}")]
+    Squashfs(#[from] squashfs::Error),
+    #[error(transparent)]
+    Verity(#[from] VerityError),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Gpt(#[from] GptError),
+    #[error("{path}: {source}")]
+    Release { path: String, source: ReleaseError },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    Erofs,
+    Squashfs,
+}
+
+impl FsKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Erofs => "erofs",
+            FsKind::Squashfs => "squashfs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerityMode {
+    Off,
+    Hash,
+    Signed,
+}
+
+/// Where ID / VERSION_ID / SYSEXT_LEVEL come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The base tree's os-release (or the tree's own, without a base).
+    Derived,
+    Explicit {
+        id: String,
+        version_id: Option<String>,
+    },
+    OsRelease(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub tree: PathBuf,
+    pub base: Option<PathBuf>,
+    pub name: String,
+    pub version: Option<String>,
+    pub scope: String,
+    pub identity: Identity,
+    pub arch: Arch,
+    pub fs: FsKind,
+    pub designator: Designator,
+    pub verity: VerityMode,
+    pub signing: Option<(PathBuf, PathBuf)>,
+    pub seed: Option<Uuid>,
+    pub split: bool,
+    pub output: PathBuf,
+    pub force: bool,
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What was built.
+#[derive(Debug)]
+pub struct Report {
+    pub output: PathBuf,
+    pub seed: Uuid,
+    pub files: usize,
+    pub content_bytes: u64,
+    pub fs_bytes: u64,
+    pub image_bytes: u64,
+    pub root_hash: Option<String>,
+    pub fingerprint: Option<String>,
+    pub seconds: f64,
+}
+
+/// Builds the image described by `spec`.
+pub fn build(spec: &Spec) -> Result<Report, BuildError> {
+    let start = Instant::now();
+    validate(spec)?;
+    let signer = load_signer(spec)?;
+    let seed = spec.seed.unwrap_or_else(random_seed);
+    let mtime = spec.source_date_epoch.unwrap_or_else(now);
+    let tree = extension_tree(spec, mtime)?;
+    info!(
+        "{}: {} entries, {} bytes of file content",
+        spec.name,
+        tree.nodes.len(),
+        tree.content_bytes()
+    );
+    let mut out = Output::create(&spec.output, spec.force)?;
+    let data_offset = if spec.split { 0 } else { gpt::FIRST_OFFSET };
+    let fs_bytes = write_fs(spec, &tree, &out.file, data_offset, seed, mtime)?;
+    let verity = hash_and_sign(spec, &out.file, data_offset, fs_bytes, seed, &signer)?;
+    let image_bytes = match spec.split {
+        true => fs_bytes,
+        false => assemble_ddi(spec, &mut out, seed, fs_bytes, verity.as_ref())?,
+    };
+    let output = out.commit()?;
+    if let (true, Some(v)) = (spec.split, &verity) {
+        write_sidecars(spec, v)?;
+    }
+    Ok(Report {
+        output,
+        seed,
+        files: tree.nodes.len(),
+        content_bytes: tree.content_bytes(),
+        fs_bytes,
+        image_bytes,
+        root_hash: verity.as_ref().map(|v| hex::encode(&v.root_hash)),
+        fingerprint: verity.and_then(|v| v.signature.map(|s| s.fingerprint)),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn validate(spec: &Spec) -> Result<(), BuildError> {
+    let bad = |m: String| Err(BuildError::Invalid(m));
+    let name_ok = !spec.name.is_empty()
+        && !spec.name.starts_with('.')
+        && !spec.name.contains(['/', '\0'])
+        && spec.name.len() <= 255;
+    if !name_ok {
+        return bad(format!("--name {:?} is not a valid file name", spec.name));
+    }
+    if (spec.verity == VerityMode::Signed) != spec.signing.is_some() {
+        return bad("--verity signed needs --key and --cert (and they need it)".into());
+    }
+    if spec.designator == Designator::Usr && spec.verity == VerityMode::Off {
+        warn!("a usr partition without verity is accepted by systemd only under a permissive image policy");
+    }
+    Ok(())
+}
+
+fn load_signer(spec: &Spec) -> Result<Option<(PKey<Private>, X509)>, BuildError> {
+    let Some((key, cert)) = &spec.signing else {
+        return Ok(None);
+    };
+    Ok(Some(genkey::load_pair(key, cert)?))
+}
+
+fn random_seed() -> Uuid {
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).expect("the OpenSSL RNG works");
+    Uuid(b).as_v4()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Scans the tree, keeps what the extension adds, and adds its extension-release file.
+fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
+    let scan = ScanOptions {
+        clamp_mtime: spec.source_date_epoch,
+    };
+    let full = Tree::scan(&spec.tree, &scan)?;
+    let mut tree = keep_hierarchies(&full, spec.base.as_deref());
+    let rel_path = format!(
+        "usr/lib/extension-release.d/extension-release.{}",
+        spec.name
+    );
+    let release = extension_release(spec, &tree, &rel_path)?;
+    let dir_meta = Meta::generated(0o755, mtime);
+    let kind = Kind::File {
+        size: release.len() as u64,
+        content: Content::Bytes(release.into_bytes()),
+    };
+    let meta = tree.lookup(&rel_path).map(|id| tree.nodes[id].meta.clone());
+    let meta = meta.unwrap_or_else(|| Meta::generated(0o644, mtime));
+    tree.insert(&rel_path, meta, kind, &dir_meta)?;
+    Ok(match spec.designator {
+        Designator::Root => tree,
+        Designator::Usr => tree.subtree(tree.lookup("usr").expect("usr was just populated")),
+    })
+}
+
+/// Keeps `usr/` and `opt/` (minus os-release) and, over a base, only what the base lacks
+/// (mkosi `Overlay=yes`): non-directories present in the base are dropped, then directories
+/// left empty that the base already has.
+fn keep_hierarchies(full: &Tree, base: Option<&Path>) -> Tree {
+    let dropped: Vec<String> = full
+        .children(0)
+        .iter()
+        .map(|&c| String::from_utf8_lossy(&full.nodes[c].name).into_owned())
+        .filter(|n| n != "usr" && n != "opt")
+        .collect();
+    if !dropped.is_empty() {
+        warn!(
+            "only usr/ and opt/ are merged; leaving out: {}",
+            dropped.join(", ")
+        );
+    }
+    let in_base = |rel: &Path| base.is_some_and(|b| std::fs::symlink_metadata(b.join(rel)).is_ok());
+    let kept = full.retain(|t, id| {
+        let rel = t.path(id);
+        let top = rel.components().next().map(|c| c.as_os_str().to_owned());
+        let hier = top.is_some_and(|c| c == "usr" || c == "opt");
+        let dir = matches!(t.nodes[id].kind, Kind::Dir { .. });
+        hier && rel != Path::new("usr/lib/os-release") && (dir || !in_base(&rel))
+    });
+    let pruned = match base {
+        Some(b) => kept.prune_empty_dirs(|rel| b.join(rel).is_dir()),
+        None => kept,
+    };
+    info!(
+        "{} of {} entries kept ({} of {} bytes)",
+        pruned.nodes.len(),
+        full.nodes.len(),
+        pruned.content_bytes(),
+        full.content_bytes()
+    );
+    pruned
+}
+
+/// The extension-release file: the tree's own keys win; missing ones are filled in from the
+/// identity source, the architecture, the scope, the name and the version.
+fn extension_release(spec: &Spec, tree: &Tree, rel_path: &str) -> Result<String, BuildError> {
+    let existing = match tree.lookup(rel_path).map(|id| &tree.nodes[id].kind) {
+        Some(Kind::File { content, .. }) => {
+            let text = String::from_utf8_lossy(&content.read()?).into_owned();
+            parse_release(&spec.tree.join(rel_path), &text)?
+        }
+        _ => Release::default(),
+    };
+    let mut derived = Release::default();
+    if existing.get("ID").is_none() {
+        let (id, version_id, level) = identity(spec)?;
+        derived.set("ID", &id);
+        for (k, v) in [("VERSION_ID", version_id), ("SYSEXT_LEVEL", level)] {
+            if let Some(v) = v {
+                derived.set(k, &v);
+            }
+        }
+    }
+    derived.set("ARCHITECTURE", spec.arch.name());
+    derived.set("SYSEXT_SCOPE", &spec.scope);
+    derived.set("SYSEXT_ID", &spec.name);
+    if let Some(v) = &spec.version {
+        derived.set("SYSEXT_VERSION_ID", v);
+    }
+    let mut release = existing.clone();
+    for (k, v) in derived.fields {
+        if existing.get(&k).is_none() {
+            release.set(&k, &v);
+        }
+    }
+    Ok(release.render())
+}
+
+fn parse_release(path: &Path, text: &str) -> Result<Release, BuildError> {
+    Release::parse(text).map_err(|source| BuildError::Release {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// (ID, VERSION_ID, SYSEXT_LEVEL) from the identity source.
+fn identity(spec: &Spec) -> Result<(String, Option<String>, Option<String>), BuildError> {
+    let file = match &spec.identity {
+        Identity::Explicit { id, version_id } => return Ok((id.clone(), version_id.clone(), None)),
+        Identity::OsRelease(p) => p.clone(),
+        Identity::Derived => {
+            let root = spec.base.as_ref().unwrap_or(&spec.tree);
+            ["etc/os-release", "usr/lib/os-release"]
+                .iter()
+                .map(|p| root.join(p))
+                .find(|p| p.exists())
+                .ok_or_else(|| {
+                    BuildError::Invalid(format!(
+                        "{}: no etc/os-release or usr/lib/os-release to take ID and VERSION_ID from; \
+                         pass --id/--version-id or --os-release",
+                        root.display()
+                    ))
+                })?
+        }
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| TreeError::Io {
+        path: file.clone(),
+        source: e,
+    })?;
+    let r = parse_release(&file, &text)?;
+    let id = r
+        .get("ID")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| BuildError::Invalid(format!("{}: has no ID=", file.display())))?;
+    let get = |k| r.get(k).filter(|s| !s.is_empty()).map(str::to_owned);
+    Ok((id.to_owned(), get("VERSION_ID"), get("SYSEXT_LEVEL")))
+}
+
+fn write_fs(
+    spec: &Spec,
+    tree: &Tree,
+    file: &File,
+    offset: u64,
+    seed: Uuid,
+    mtime: i64,
+) -> Result<u64, BuildError> {
+    let t = Instant::now();
+    let len = match spec.fs {
+        FsKind::Erofs => {
+            let opts = erofs::Options {
+                uuid: Uuid::derive(&seed, "erofs-uuid").0,
+                build_time: mtime,
+            };
+            erofs::write(tree, file, offset, &opts)?
+        }
+        FsKind::Squashfs => {
+            let opts = squashfs::Options {
+                build_time: mtime,
+                level: squashfs::DEFAULT_LEVEL,
+            };
+            squashfs::write(tree, file, offset, &opts)?
+        }
+    };
+    info!(
+        "{}: {} bytes in {:.2}s",
+        spec.fs.name(),
+        len,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(len)
+}
+
+/// The hash area (superblock + tree), root hash and signature of the data.
+struct Verity {
+    area: Vec<u8>,
+    root_hash: [u8; 32],
+    signature: Option<Signed>,
+}
+
+struct Signed {
+    der: Vec<u8>,
+    partition: Vec<u8>,
+    fingerprint: String,
+}
+
+/// Hashes the filesystem at `offset` of `file` and signs the root hash (per `spec.verity`).
+fn hash_and_sign(
+    spec: &Spec,
+    file: &File,
+    offset: u64,
+    fs_bytes: u64,
+    seed: Uuid,
+    signer: &Option<(PKey<Private>, X509)>,
+) -> Result<Option<Verity>, BuildError> {
+    if spec.verity == VerityMode::Off {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let salt = crate::format::uuid::hmac_sha256(&seed.0, b"verity-salt");
+    let params = verity::Params::sha256(fs_bytes / 4096, salt, Uuid::derive(&seed, "verity-uuid"));
+    let tree = verity::build(file, offset, &params)?;
+    let mut area = params.superblock().to_vec();
+    area.resize(params.tree_offset() as usize, 0);
+    area.extend_from_slice(&tree.tree);
+    let root_hash = tree.root_hash;
+    info!(
+        "verity: root hash {} in {:.2}s",
+        hex::encode(&root_hash),
+        t.elapsed().as_secs_f64()
+    );
+    let signature = match signer {
+        Some((key, cert)) => Some(sign(&root_hash, key, cert)?),
+        None => None,
+    };
+    Ok(Some(Verity {
+        area,
+        root_hash,
+        signature,
+    }))
+}
+
+fn sign(root_hash: &[u8], key: &PKey<Private>, cert: &X509) -> Result<Signed, BuildError> {
+    let rh_hex = hex::encode(root_hash);
+    let der = signature::sign(&rh_hex, key, cert)?;
+    let fingerprint = signature::fingerprint(cert)?;
+    let partition = SignatureJson {
+        root_hash: rh_hex,
+        certificate_fingerprint: Some(fingerprint.clone()),
+        signature: der.clone(),
+    }
+    .encode()?;
+    Ok(Signed {
+        der,
+        partition,
+        fingerprint,
+    })
+}
+
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> Result<(), BuildError> {
+    file.write_all_at(bytes, offset)
+        .map_err(|source| BuildError::Io {
+            path: PathBuf::from("image"),
+            source,
+        })
+}
+
+/// Lays out data, hash and signature partitions one after the other and writes the GPT;
+/// UUIDs of data and hash partitions are the root hash halves. Returns the image size.
+fn assemble_ddi(
+    spec: &Spec,
+    out: &mut Output,
+    seed: Uuid,
+    fs_bytes: u64,
+    verity: Option<&Verity>,
+) -> Result<u64, BuildError> {
+    let (d, a) = (spec.designator, spec.arch);
+    let part = |role, uuid, offset, size| NewPartition {
+        type_uuid: gpt::type_uuid(d, role, a),
+        uuid,
+        offset,
+        size,
+        flags: gpt::FLAG_READ_ONLY,
+        label: gpt::default_label(d, role, a),
+    };
+    let data_off = gpt::FIRST_OFFSET;
+    let mut parts = Vec::new();
+    match verity {
+        None => parts.push(part(
+            Role::Data,
+            Uuid::derive(&seed, "data-uuid"),
+            data_off,
+            fs_bytes,
+        )),
+        Some(v) => {
+            let half = |r: &[u8]| Uuid(r.try_into().expect("16 bytes"));
+            let hash_off = data_off + fs_bytes;
+            write_at(&out.file, &v.area, hash_off)?;
+            parts.push(part(
+                Role::Data,
+                half(&v.root_hash[..16]),
+                data_off,
+                fs_bytes,
+            ));
+            parts.push(part(
+                Role::Verity,
+                half(&v.root_hash[16..]),
+                hash_off,
+                v.area.len() as u64,
+            ));
+            if let Some(sig) = &v.signature {
+                let sig_off = hash_off + v.area.len() as u64;
+                write_at(&out.file, &sig.partition, sig_off)?;
+                let uuid = Uuid::derive(&seed, "verity-sig-uuid");
+                parts.push(part(
+                    Role::Signature,
+                    uuid,
+                    sig_off,
+                    sig.partition.len() as u64,
+                ));
+            }
+        }
+    }
+    let end = parts.last().map_or(data_off, |p| p.offset + p.size);
+    let total = (end + gpt::BACKUP_BYTES).div_ceil(4096) * 4096;
+    out.file.set_len(total).map_err(|source| BuildError::Io {
+        path: spec.output.clone(),
+        source,
+    })?;
+    gpt::write(&mut out.file, Uuid::derive(&seed, "disk-uuid"), &parts)?;
+    Ok(total)
+}
+
+/// `--split`: `X.roothash`, `X.roothash.p7s`, `X.verity` beside the naked filesystem `X.raw`.
+fn write_sidecars(spec: &Spec, v: &Verity) -> Result<(), BuildError> {
+    let out = spec.output.to_string_lossy();
+    let stem = out.strip_suffix(".raw").unwrap_or(&out);
+    let root_hash = format!("{}\n", hex::encode(&v.root_hash)).into_bytes();
+    let mut files = vec![("roothash", &root_hash), ("verity", &v.area)];
+    if let Some(sig) = &v.signature {
+        files.push(("roothash.p7s", &sig.der));
+    }
+    for (ext, bytes) in files {
+        output::write(Path::new(&format!("{stem}.{ext}")), bytes, spec.force)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! Command-line parsing (lexopt) and dispatch of the build-mode verbs.
+//! Exit codes: 0 success, 1 failure, 2 usage error.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use lexopt::prelude::*;
+use lexopt::{Parser, ValueExt};
+
+use crate::build::genkey::{self, Issuer};
+use crate::build::initrd::{self, Compression};
+use crate::build::output;
+use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
+use crate::format::gpt::{Arch, Designator};
+use crate::format::uuid::Uuid;
+use crate::{inspect, logging, verify};
+
+pub const USAGE: &str = "\
+usage: initrd-sysext [-v] COMMAND ...
+
+  genkey --key K --cert C [--cn NAME] [--days N] [--ca-key K --ca-cert C] [--force]
+  build sysext --tree DIR [--base DIR] --name NAME [--version V] [--scope SCOPES]
+               [--id ID [--version-id V] | --os-release FILE] [--arch x86-64|arm64]
+               [--fs erofs|squashfs] [--partition root|usr] [--verity signed|hash|off]
+               [--key K --cert C] [--seed UUID] [--split] [--force] --output OUT.raw
+  build initrd [--tree DIR] [--kver V] [--modules-dir DIR] [--module NAME]... [--cert C]...
+               [--extension IMG]... [--init BINARY] [--compress zstd|none] [--level N]
+               [--force] --output initrd.cpio.zst
+  build extension-cpio IMG... [--force] --output X.cpio
+  inspect IMAGE|INITRD [--json] [--cert C]...
+  verify IMAGE [--cert C]... [--verity-dir DIR]...
+  --version, --help
+";
+
+/// A failure with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}\n\n{USAGE}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<lexopt::Error> for CliError {
+    fn from(e: lexopt::Error) -> CliError {
+        CliError::Usage(e.to_string())
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+fn usage(msg: impl Into<String>) -> CliError {
+    CliError::Usage(msg.into())
+}
+
+/// Parses and runs the command line.
+pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
+    let mut p = Parser::from_args(args);
+    let mut verbosity = 0;
+    let command = loop {
+        match p.next()? {
+            Some(Short('v') | Long("verbose")) => verbosity += 1,
+            Some(Long("version")) => {
+                println!("initrd-sysext {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            Some(Short('h') | Long("help")) => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            Some(Value(v)) => break v.string()?,
+            Some(other) => return Err(other.unexpected().into()),
+            None => return Err(usage("no command given")),
+        }
+    };
+    logging::init_stderr(verbosity);
+    match command.as_str() {
+        "genkey" => genkey_cmd(&mut p),
+        "build" => match p.value()?.string()?.as_str() {
+            "sysext" => build_sysext(&mut p),
+            "initrd" => build_initrd(&mut p),
+            "extension-cpio" => build_extension_cpio(&mut p),
+            other => Err(usage(format!("unknown build target {other:?}"))),
+        },
+        "inspect" => inspect_cmd(&mut p),
+        "verify" => verify_cmd(&mut p),
+        other => Err(usage(format!("unknown command {other:?}"))),
+    }
+}
+
+fn path(p: &mut Parser) -> Result<PathBuf, CliError> {
+    Ok(PathBuf::from(p.value()?))
+}
+
+fn string(p: &mut Parser) -> Result<String, CliError> {
+    Ok(p.value()?.string()?)
+}
+
+fn required<T>(v: Option<T>, name: &str) -> Result<T, CliError> {
+    v.ok_or_else(|| usage(format!("{name} is required")))
+}
+
+fn genkey_cmd(p: &mut Parser) -> Result<(), CliError> {
+    let (mut key, mut cert, mut ca_key, mut ca_cert) = (None, None, None, None);
+    let (mut cn, mut days, mut force) = ("initrd-sysext signing key".to_owned(), 3650u32, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("key") => key = Some(path(p)?),
+            Long("cert") => cert = Some(path(p)?),
+            Long("cn") => cn = string(p)?,
+            Long("days") => days = p.value()?.parse()?,
+            Long("ca-key") => ca_key = Some(path(p)?),
+            Long("ca-cert") => ca_cert = Some(path(p)?),
+            Long("force") => force = true,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let (key, cert) = (required(key, "--key")?, required(cert, "--cert")?);
+    let ca = match (ca_key, ca_cert) {
+        (Some(k), Some(c)) => Some(genkey::load_pair(&k, &c).map_err(failed)?),
+        (None, None) => None,
+        _ => return Err(usage("--ca-key and --ca-cert go together")),
+    };
+    let issuer = match &ca {
+        Some((key, cert)) => Issuer::Ca { key, cert },
+        None => Issuer::SelfSigned,
+    };
+    let (k, c) = genkey::generate(&cn, days, issuer).map_err(failed)?;
+    let pem = k.private_key_to_pem_pkcs8().map_err(failed)?;
+    write_new(&key, &pem, force, 0o600)?;
+    write_new(&cert, &c.to_pem().map_err(failed)?, force, 0o644)?;
+    log::info!("wrote {} and {}", key.display(), cert.display());
+    Ok(())
+}
+
+fn write_new(path: &Path, bytes: &[u8], force: bool, mode: u32) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let written = output::write(path, bytes, force).map_err(failed)?;
+    std::fs::set_permissions(&written, std::fs::Permissions::from_mode(mode)).map_err(failed)
+}
+
+fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
+    let mut s = Spec {
+        tree: PathBuf::new(),
+        base: None,
+        name: String::new(),
+        version: None,
+        scope: "initrd".into(),
+        identity: Identity::Derived,
+        arch: Arch::host(),
+        fs: FsKind::Erofs,
+        designator: Designator::Root,
+        verity: VerityMode::Signed,
+        signing: None,
+        seed: None,
+        split: false,
+        output: PathBuf::new(),
+        force: false,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let (mut tree, mut name, mut output, mut key, mut cert) = (None, None, None, None, None);
+    let (mut id, mut version_id, mut verity) = (None, None, None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("tree") => tree = Some(path(p)?),
+            Long("base") => s.base = Some(path(p)?),
+            Long("name") => name = Some(string(p)?),
+            Long("version") => s.version = Some(string(p)?),
+            Long("scope") => s.scope = string(p)?,
+            Long("id") => id = Some(string(p)?),
+            Long("version-id") => version_id = Some(string(p)?),
+            Long("os-release") => s.identity = Identity::OsRelease(path(p)?),
+            Long("arch") => {
+                let a = string(p)?;
+                s.arch = Arch::from_name(&a)
+                    .ok_or_else(|| usage(format!("--arch {a:?}: x86-64 or arm64")))?;
+            }
+            Long("fs") => {
+                s.fs = choose(
+                    &string(p)?,
+                    "--fs",
+                    &[("erofs", FsKind::Erofs), ("squashfs", FsKind::Squashfs)],
+                )?
+            }
+            Long("partition") => {
+                s.designator = choose(
+                    &string(p)?,
+                    "--partition",
+                    &[("root", Designator::Root), ("usr", Designator::Usr)],
+                )?
+            }
+            Long("verity") => {
+                let modes = [
+                    ("signed", VerityMode::Signed),
+                    ("hash", VerityMode::Hash),
+                    ("off", VerityMode::Off),
+                ];
+                verity = Some(choose(&string(p)?, "--verity", &modes)?)
+            }
+            Long("key") => key = Some(path(p)?),
+            Long("cert") => cert = Some(path(p)?),
+            Long("seed") => {
+                let v = string(p)?;
+                s.seed = Some(v.parse::<Uuid>().map_err(|e| usage(e.to_string()))?);
+            }
+            Long("split") => s.split = true,
+            Long("force") => s.force = true,
+            Long("output") | Short('o') => output = Some(path(p)?),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    s.tree = required(tree, "--tree")?;
+    s.name = required(name, "--name")?;
+    s.output = required(output, "--output")?;
+    if let Some(id) = id {
+        if matches!(s.identity, Identity::OsRelease(_)) {
+            return Err(usage("--id and --os-release exclude each other"));
+        }
+        s.identity = Identity::Explicit { id, version_id };
+    } else if version_id.is_some() {
+        return Err(usage("--version-id needs --id"));
+    }
+    s.signing = match (key, cert) {
+        (Some(k), Some(c)) => Some((k, c)),
+        (None, None) => None,
+        _ => return Err(usage("--key and --cert go together")),
+    };
+    // Without a key the default is an unsigned verity image.
+    s.verity = verity.unwrap_or(if s.signing.is_some() {
+        VerityMode::Signed
+    } else {
+        VerityMode::Hash
+    });
+    let r = sysext::build(&s).map_err(failed)?;
+    println!("{}", r.output.display());
+    log::info!(
+        "{} entries, {} content bytes, filesystem {} bytes, image {} bytes, seed {}, {:.2}s",
+        r.files,
+        r.content_bytes,
+        r.fs_bytes,
+        r.image_bytes,
+        r.seed,
+        r.seconds
+    );
+    if let Some(rh) = &r.root_hash {
+        log::info!("root hash {rh}");
+    }
+    if let Some(fp) = &r.fingerprint {
+        log::info!("signed by certificate {fp}");
+    }
+    Ok(())
+}
+
+fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
+    let mut s = initrd::Spec {
+        tree: None,
+        kver: None,
+        modules_dir: None,
+        modules: Vec::new(),
+        certs: Vec::new(),
+        extensions: Vec::new(),
+        init: std::env::current_exe().map_err(failed)?,
+        compression: Compression::Zstd(3),
+        output: PathBuf::new(),
+        force: false,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let (mut output, mut compress, mut level) = (None, "zstd".to_owned(), 3);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("tree") => s.tree = Some(path(p)?),
+            Long("kver") => s.kver = Some(string(p)?),
+            Long("modules-dir") => s.modules_dir = Some(path(p)?),
+            Long("module") => s.modules.push(string(p)?),
+            Long("cert") => s.certs.push(path(p)?),
+            Long("extension") => s.extensions.push(path(p)?),
+            Long("init") => s.init = path(p)?,
+            Long("compress") => compress = string(p)?,
+            Long("level") => level = p.value()?.parse()?,
+            Long("force") => s.force = true,
+            Long("output") | Short('o') => output = Some(path(p)?),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    s.output = required(output, "--output")?;
+    s.compression = match compress.as_str() {
+        "zstd" => Compression::Zstd(level),
+        "none" => Compression::None,
+        other => return Err(usage(format!("--compress {other:?}: zstd or none"))),
+    };
+    let r = initrd::build(&s).map_err(failed)?;
+    println!("{}", s.output.display());
+    log::info!(
+        "{} entries, {} bytes, modules: {}",
+        r.entries,
+        r.bytes,
+        r.modules.join(" ")
+    );
+    Ok(())
+}
+
+fn build_extension_cpio(p: &mut Parser) -> Result<(), CliError> {
+    let (mut images, mut output, mut force) = (Vec::new(), None, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("force") => force = true,
+            Long("output") | Short('o') => output = Some(path(p)?),
+            Value(v) => images.push(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let output = required(output, "--output")?;
+    if images.is_empty() {
+        return Err(usage("no extension images given"));
+    }
+    initrd::extension_cpio(&images, &output, force, source_date_epoch()?).map_err(failed)?;
+    println!("{}", output.display());
+    Ok(())
+}
+
+fn choose<T: Copy>(v: &str, opt: &str, choices: &[(&str, T)]) -> Result<T, CliError> {
+    choices
+        .iter()
+        .find(|(n, _)| *n == v)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            let names: Vec<_> = choices.iter().map(|(n, _)| *n).collect();
+            usage(format!("{opt} {v:?}: expected one of {}", names.join(", ")))
+        })
+}
+
+fn source_date_epoch() -> Result<Option<i64>, CliError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| {
+            usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// `--cert` files and `--verity-dir` directories; the standard verity.d dirs when neither is given.
+fn certs(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, CliError> {
+    let mut certs = Vec::new();
+    for f in files {
+        certs.extend(genkey::load_certs(f).map_err(failed)?);
+    }
+    let default_dirs: Vec<PathBuf> = verify::VERITY_DIRS.iter().map(PathBuf::from).collect();
+    let dirs = if files.is_empty() && dirs.is_empty() {
+        &default_dirs
+    } else {
+        dirs
+    };
+    certs.extend(verify::certs_in_dirs(dirs).map_err(failed)?);
+    Ok(certs)
+}
+
+fn inspect_cmd(p: &mut Parser) -> Result<(), CliError> {
+    let (mut image, mut json, mut cert_files) = (None, false, Vec::new());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => json = true,
+            Long("cert") => cert_files.push(path(p)?),
+            Value(v) if image.is_none() => image = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let image = required(image, "IMAGE")?;
+    if inspect::is_cpio(&image).map_err(failed)? {
+        let entries = inspect::cpio_entries(&image).map_err(failed)?;
+        match json {
+            true => println!(
+                "{}",
+                serde_json::to_string_pretty(&entries).map_err(failed)?
+            ),
+            false => print!("{}", inspect::render_cpio(&entries)),
+        }
+        return Ok(());
+    }
+    let certs = certs(&cert_files, &[])?;
+    let v = inspect::describe(&image, &certs).map_err(failed)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).map_err(failed)?);
+    } else {
+        print!("{}", inspect::render_text(&v));
+    }
+    Ok(())
+}
+
+fn verify_cmd(p: &mut Parser) -> Result<(), CliError> {
+    let (mut image, mut cert_files, mut dirs) = (None, Vec::new(), Vec::new());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("cert") => cert_files.push(path(p)?),
+            Long("verity-dir") => dirs.push(path(p)?),
+            Value(v) if image.is_none() => image = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let image = required(image, "IMAGE")?;
+    let certs = certs(&cert_files, &dirs)?;
+    if certs.is_empty() {
+        return Err(failed(
+            "no certificates to verify against (--cert or --verity-dir)",
+        ));
+    }
+    let v = verify::verify(&image, &certs).map_err(failed)?;
+    println!(
+        "{}: OK: {} data blocks match root hash {}, signed by {} ({})",
+        image.display(),
+        v.data_blocks,
+        v.root_hash,
+        v.signer_subject,
+        v.signer_fingerprint
+    );
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Runtime: finding, checking, activating and merging extension images.
+
+pub mod dissect;
