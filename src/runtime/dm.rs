@@ -1,0 +1,2 @@
+//! Device-mapper through its ioctls (no libdevmapper): creating, loading and resuming
+//! dm-verity devices, and removing them.
