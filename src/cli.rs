@@ -13,6 +13,8 @@ use crate::build::output;
 use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
+use crate::runtime::policy::Policy;
+use crate::runtime::{merge, verbs};
 use crate::{inspect, logging, verify};
 
 pub const USAGE: &str = "\
@@ -29,6 +31,8 @@ usage: initrd-sysext [-v] COMMAND ...
   build extension-cpio IMG... [--force] --output X.cpio
   inspect IMAGE|INITRD [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
+  merge | unmerge | refresh | status | list  [--root DIR] [--json=pretty|short|off]
+               [--image-policy POLICY] [--userspace-verity]
   --version, --help
 ";
 
@@ -94,6 +98,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
             other => Err(usage(format!("unknown build target {other:?}"))),
         },
         "inspect" => inspect_cmd(&mut p),
+        "merge" | "unmerge" | "refresh" | "status" | "list" => sysext_verb(&command, &mut p),
         "verify" => verify_cmd(&mut p),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
@@ -426,4 +431,94 @@ fn verify_cmd(p: &mut Parser) -> Result<(), CliError> {
         v.signer_fingerprint
     );
     Ok(())
+}
+
+/// Output format of the systemd-sysext verbs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Json {
+    Off,
+    Short,
+    Pretty,
+}
+
+fn print_value(
+    v: &serde_json::Value,
+    json: Json,
+    text: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    match json {
+        Json::Off => print!("{}", text()),
+        Json::Short => println!("{v}"),
+        Json::Pretty => println!("{}", serde_json::to_string_pretty(v).map_err(failed)?),
+    }
+    Ok(())
+}
+
+/// merge, unmerge, refresh, status, list — as systemd-sysext, on `--root` (default /).
+fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
+    let (mut root, mut json, mut policy, mut userspace) =
+        (PathBuf::from("/"), Json::Off, None, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("root") => root = path(p)?,
+            Long("json") => {
+                let modes = [
+                    ("off", Json::Off),
+                    ("short", Json::Short),
+                    ("pretty", Json::Pretty),
+                ];
+                json = choose(&string(p)?, "--json", &modes)?;
+            }
+            Long("image-policy") => {
+                let text = string(p)?;
+                policy = Some(
+                    text.parse::<Policy>()
+                        .map_err(|e| usage(format!("--image-policy: {e}")))?,
+                );
+            }
+            Long("userspace-verity") => userspace = true,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let ctx = verbs::context(&root, policy, userspace);
+    match verb {
+        "status" => {
+            let v = verbs::status(&root);
+            print_value(&v, json, || {
+                verbs::table(&v, &["hierarchy", "extensions", "since"])
+            })
+        }
+        "list" => {
+            let v = verbs::list(&root, ctx.scope == crate::format::release::Scope::Initrd);
+            print_value(&v, json, || {
+                verbs::table(&v, &["name", "type", "path", "time"])
+            })
+        }
+        "unmerge" => {
+            let done = merge::unmerge(&root).map_err(failed)?;
+            let v = serde_json::json!({ "unmerged": done });
+            print_value(&v, json, || {
+                done.iter().map(|h| format!("Unmerged {h}.\n")).collect()
+            })
+        }
+        _ => {
+            let report = match verb {
+                "refresh" => verbs::refresh(&ctx),
+                _ => verbs::merge(&ctx),
+            }
+            .map_err(failed)?;
+            let v = verbs::report_json(&report);
+            print_value(&v, json, || {
+                let mut out: String = report
+                    .hierarchies
+                    .iter()
+                    .map(|h| format!("Merged extensions into {h}.\n"))
+                    .collect();
+                for (name, why) in &report.refused {
+                    out += &format!("Refused {name}: {why}\n");
+                }
+                out
+            })
+        }
+    }
 }

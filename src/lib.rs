@@ -1,5 +1,6 @@
 //! initrd-sysext: build, verify and merge signed systemd system extension images.
 
+pub mod boot;
 pub mod build;
 pub mod cli;
 pub mod format;

@@ -1,7 +1,12 @@
 //! Runtime: finding, checking, activating and merging extension images.
 
+pub mod activate;
+pub mod discover;
 pub mod dissect;
 pub mod dm;
+pub mod enroll;
 pub mod keyring;
 pub mod loopdev;
+pub mod merge;
 pub mod policy;
+pub mod verbs;

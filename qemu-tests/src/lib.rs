@@ -1,0 +1,272 @@
+//! The QEMU boot-test rig: builds what a boot needs with our own build mode (static binary,
+//! test kernel, initrds, signed extensions, root disks holding busybox and a reporting init),
+//! boots `qemu-system-x86_64 -accel tcg` with a hard timeout and returns the serial console.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs a command to success and returns its trimmed stdout's last line.
+fn last_line(cmd: &mut Command) -> String {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().last().unwrap_or("").trim().to_owned()
+}
+
+/// Runs a command to success, panicking with its output otherwise.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The static release binary (built once per test process).
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        repo().join(last_line(
+            Command::new(repo().join("scripts/build-static")).current_dir(repo()),
+        ))
+    })
+}
+
+/// The test kernel with `qemu-tests/keys/builtin.pem` trusted (built once per machine, cached).
+pub fn test_kernel() -> &'static Path {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        let script = repo().join("kernel-config/build-test-kernel");
+        PathBuf::from(last_line(Command::new(script).arg(key("builtin.pem"))))
+    })
+}
+
+/// A committed test key or certificate.
+pub fn key(name: &str) -> PathBuf {
+    repo().join("qemu-tests/keys").join(name)
+}
+
+/// Our binary with arguments, to success.
+pub fn ours(args: &[&str]) -> String {
+    run(Command::new(binary())
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000"))
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tree for an extension: files at relative paths with modes.
+pub fn write_tree(root: &Path, files: &[(&str, &[u8], u32)]) {
+    for (path, data, mode) in files {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+}
+
+/// busybox from Debian's busybox-static package.
+pub fn busybox() -> Vec<u8> {
+    fs::read("/usr/bin/busybox").expect("busybox-static is installed by .ci/install-deps")
+}
+
+/// A root filesystem: busybox with its applets, and `/sbin/init` running `script` after
+/// printing `ROOT-INIT: start`, then rebooting (QEMU exits under -no-reboot).
+pub fn root_tree(dir: &Path, script: &str) -> PathBuf {
+    let root = dir.join("rootfs");
+    let init = format!(
+        "#!/bin/sh\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\necho ROOT-INIT: start\n\
+         mount -t proc proc /proc 2>/dev/null\n{script}\necho ROOT-INIT: done\nreboot -f\n"
+    );
+    write_tree(
+        &root,
+        &[
+            ("bin/busybox", &busybox(), 0o755),
+            ("sbin/init", init.as_bytes(), 0o755),
+        ],
+    );
+    for applet in [
+        "sh", "echo", "cat", "ls", "mount", "reboot", "grep", "test", "stat", "sleep",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    for d in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "usr/bin",
+        "etc",
+        "var/lib/extensions",
+        "tmp",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
+    root
+}
+
+/// A disk image with a GPT and one ext4 partition made from `tree` (label `rootfs`);
+/// returns (image, partition UUID, filesystem UUID).
+pub fn root_disk(dir: &Path, tree: &Path) -> (PathBuf, String, String) {
+    let (part_uuid, fs_uuid) = (
+        "6a1c8b1e-4a1f-4c1e-9a4b-2b5d2f0e9c01",
+        "0c9b7d5e-1f2a-4b3c-8d4e-5f6a7b8c9d0e",
+    );
+    let fs_img = dir.join("rootfs.ext4");
+    run(Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            "rootfs",
+            "-U",
+            fs_uuid,
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
+        .args([s(tree), s(&fs_img), "64M"]));
+    let disk = dir.join("disk.img");
+    let fs_bytes = fs::read(&fs_img).unwrap();
+    let start = 2048 * 512;
+    let mut img = vec![0u8; start + fs_bytes.len() + 1024 * 1024];
+    img[start..start + fs_bytes.len()].copy_from_slice(&fs_bytes);
+    fs::write(&disk, img).unwrap();
+    let table = format!(
+        "label: gpt\nstart=2048, size={}, type=0fc63daf-8483-4772-8e79-3d69d8477de4, uuid={part_uuid}, name=root\n",
+        fs_bytes.len() / 512
+    );
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["-q", s(&disk)])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk failed");
+    (disk, part_uuid.to_owned(), fs_uuid.to_owned())
+}
+
+/// A finished boot: the console text and how long it took.
+pub struct Boot {
+    pub console: String,
+    pub wall: Duration,
+    pub timed_out: bool,
+}
+
+impl Boot {
+    /// Panics with the console if `needle` is not on it.
+    pub fn expect(&self, needle: &str) -> &Self {
+        assert!(
+            self.console.contains(needle),
+            "console lacks {needle:?}:\n{}",
+            self.console
+        );
+        self
+    }
+
+    pub fn expect_not(&self, needle: &str) -> &Self {
+        assert!(
+            !self.console.contains(needle),
+            "console has {needle:?}:\n{}",
+            self.console
+        );
+        self
+    }
+
+    /// The kernel timestamp (seconds) of the first console line containing `needle`.
+    pub fn time_of(&self, needle: &str) -> Option<f64> {
+        let line = self.console.lines().find(|l| l.contains(needle))?;
+        let inner = line.split_once('[')?.1.split_once(']')?.0;
+        inner.trim().parse().ok()
+    }
+}
+
+/// What to boot.
+pub struct Qemu<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub disks: Vec<PathBuf>,
+    pub append: String,
+    pub timeout: Duration,
+}
+
+impl Qemu<'_> {
+    /// Boots under TCG with the serial console on stdout; kills QEMU after the timeout.
+    pub fn boot(&self) -> Boot {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .args(["-kernel", s(self.kernel), "-initrd", s(self.initrd)])
+        .args([
+            "-append",
+            &format!("console=ttyS0 panic=-1 {}", self.append),
+        ]);
+        for d in &self.disks {
+            cmd.args([
+                "-drive",
+                &format!("file={},format=raw,if=virtio", d.display()),
+            ]);
+        }
+        let start = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.read_to_end(&mut buf);
+            buf
+        });
+        let timed_out = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if start.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let console = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
+        Boot {
+            console,
+            wall: start.elapsed(),
+            timed_out,
+        }
+    }
+}

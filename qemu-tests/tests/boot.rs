@@ -1,0 +1,227 @@
+//! Boot scenarios on the test kernel (SPEC §5; the scenario matrix of the boot-mode issue).
+//! Each boot batches several checks; the console is asserted line by line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qemu_tests::*;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// An extension whose tool (busybox) runs from the merged /usr through a pre-mount hook.
+fn hello_tree(dir: &Path, name: &str, release: Option<&str>) -> PathBuf {
+    let tree = dir.join(format!("{name}-tree"));
+    let hook = format!("#!/usr/bin/busybox sh\necho \"HELLO-FROM-{name}: $(/usr/bin/busybox | /usr/bin/busybox head -n1)\"\n");
+    write_tree(
+        &tree,
+        &[
+            ("usr/bin/busybox", &busybox(), 0o755),
+            (
+                &format!("usr/lib/initrd-sysext/pre-mount.d/50-{name}"),
+                hook.as_bytes(),
+                0o755,
+            ),
+        ],
+    );
+    if let Some(r) = release {
+        write_tree(
+            &tree,
+            &[(
+                &format!("usr/lib/extension-release.d/extension-release.{name}"),
+                r.as_bytes(),
+                0o644,
+            )],
+        );
+    }
+    tree
+}
+
+/// `build sysext` with the given extra arguments; returns the image path.
+fn sysext(dir: &Path, tree: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{name}.raw"));
+    let mut args = vec![
+        "build",
+        "sysext",
+        "--tree",
+        s(tree),
+        "--name",
+        name,
+        "--output",
+        s(&out),
+    ];
+    args.extend_from_slice(extra);
+    ours(&args);
+    out
+}
+
+fn signed_by(key_name: &str) -> Vec<String> {
+    vec![
+        "--key".into(),
+        s(&key(&format!("{key_name}.key"))).into(),
+        "--cert".into(),
+        s(&key(&format!("{key_name}.crt"))).into(),
+    ]
+}
+
+fn initrd(dir: &Path, extensions: &[&Path], extra: &[&str]) -> PathBuf {
+    let out = dir.join("initrd.cpio.zst");
+    let mut args = vec![
+        "build",
+        "initrd",
+        "--init",
+        s(binary()),
+        "--output",
+        s(&out),
+        "--force",
+    ];
+    for e in extensions {
+        args.extend(["--extension", s(e)]);
+    }
+    args.extend_from_slice(extra);
+    ours(&args);
+    out
+}
+
+fn boot_root(dir: &Path, initrd: &Path, script: &str, append: &str) -> Boot {
+    let root = root_tree(dir, script);
+    let (disk, part_uuid, _) = root_disk(dir, &root);
+    let boot = Qemu {
+        kernel: test_kernel(),
+        initrd,
+        disks: vec![disk],
+        append: format!("root=PARTUUID={part_uuid} {append}"),
+        timeout: TIMEOUT,
+    }
+    .boot();
+    assert!(
+        !boot.timed_out,
+        "QEMU did not end by itself:\n{}",
+        boot.console
+    );
+    boot
+}
+
+#[test]
+fn scenario1_signed_erofs_extension_merges_in_the_initrd() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = hello_tree(d, "hello", None);
+    let signing = signed_by("trusted");
+    let args: Vec<&str> = ["--id", "_any"]
+        .into_iter()
+        .chain(signing.iter().map(String::as_str))
+        .collect();
+    let img = sysext(d, &tree, "hello", &args);
+    let initrd = initrd(d, &[&img], &[]);
+    let boot = boot_root(d, &initrd, "ls /usr/bin", "");
+    boot.expect("hello: erofs root image, Signed, signed by kernel keyring")
+        .expect("merged 1 extension(s) into /usr: hello")
+        .expect("HELLO-FROM-hello: BusyBox v1.35.0")
+        .expect("switching root to /sysroot")
+        .expect("ROOT-INIT: start")
+        .expect("ROOT-INIT: done");
+    let (t_init, t_switch) = (
+        boot.time_of("starting as PID 1"),
+        boot.time_of("switch root"),
+    );
+    eprintln!(
+        "scenario 1: /init at {t_init:?} s, switch root at {t_switch:?} s, wall {:?}",
+        boot.wall
+    );
+}
+
+#[test]
+fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = signed_by("trusted");
+    let untrusted = signed_by("untrusted");
+    let with = |id: &str, scope: &str, keys: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = vec!["--id".into(), id.into(), "--scope".into(), scope.into()];
+        v.extend(keys.iter().cloned());
+        v
+    };
+    let build = |name: &str, args: Vec<String>| {
+        let tree = hello_tree(d, name, None);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        sysext(d, &tree, name, &a)
+    };
+    let good = build("good", with("_any", "initrd", &trusted));
+    let untrusted_img = build("untrusted", with("_any", "initrd", &untrusted));
+    let system_only = build("systemonly", with("_any", "system", &trusted));
+    let wrong_id = build("wrongid", with("fedora", "initrd", &trusted));
+    let unsigned = build(
+        "unsigned",
+        vec![
+            "--id".into(),
+            "_any".into(),
+            "--verity".into(),
+            "hash".into(),
+        ],
+    );
+    // Corrupted data: flip a byte in the first data block (deeper blocks fail on read, EIO).
+    let corrupt = build("corrupt", with("_any", "initrd", &trusted));
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    bytes[40 * 512 + 100] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    // Wrong root hash: a validly signed JSON for another image's root hash.
+    let wrong_hash = build("wronghash", with("_any", "initrd", &trusted));
+    swap_signature(&wrong_hash, &good);
+    let imgs = [
+        &good,
+        &untrusted_img,
+        &system_only,
+        &wrong_id,
+        &unsigned,
+        &corrupt,
+        &wrong_hash,
+    ];
+    let initrd = initrd(d, &imgs.map(|p| p.as_path()), &[]);
+    let boot = boot_root(d, &initrd, "", "");
+    boot.expect("merged 1 extension(s) into /usr: good")
+        .expect("HELLO-FROM-good")
+        .expect_not("HELLO-FROM-untrusted")
+        .expect("skipping extension untrusted")
+        .expect("skipping extension systemonly")
+        .expect("SYSEXT_SCOPE=\"system\" does not include the host scope 'initrd'")
+        .expect("skipping extension wrongid")
+        .expect("skipping extension unsigned")
+        .expect("policy requires root=signed")
+        .expect("skipping extension corrupt")
+        .expect("skipping extension wronghash")
+        .expect("ROOT-INIT: done");
+}
+
+/// Replaces the signature partition of `target` with `source`'s (signed, other root hash).
+fn swap_signature(target: &Path, source: &Path) {
+    let part = |img: &Path| -> (u64, u64) {
+        let v: serde_json::Value =
+            serde_json::from_str(&ours(&["inspect", "--json", s(img)])).unwrap();
+        let p = &v["partitions"][2];
+        (p["offset"].as_u64().unwrap(), p["size"].as_u64().unwrap())
+    };
+    let ((to, size), (from, _)) = (part(target), part(source));
+    let src = std::fs::read(source).unwrap();
+    let mut dst = std::fs::read(target).unwrap();
+    dst[to as usize..(to + size) as usize]
+        .copy_from_slice(&src[from as usize..(from + size) as usize]);
+    std::fs::write(target, dst).unwrap();
+}
+
+#[test]
+fn scenario8_rd_sysext_0_merges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = hello_tree(d, "hello", None);
+    let signing = signed_by("trusted");
+    let args: Vec<&str> = ["--id", "_any"]
+        .into_iter()
+        .chain(signing.iter().map(String::as_str))
+        .collect();
+    let img = sysext(d, &tree, "hello", &args);
+    let initrd = initrd(d, &[&img], &[]);
+    boot_root(d, &initrd, "", "rd.sysext=0")
+        .expect("rd.sysext=0: not merging extensions")
+        .expect_not("HELLO-FROM-hello")
+        .expect("ROOT-INIT: done");
+}

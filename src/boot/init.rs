@@ -1,0 +1,236 @@
+//! Boot mode, PID 1 in the initrd: API filesystems, command line, modules, extensions merged
+//! into the initrd's /usr and /opt, the real root mounted, optional system extensions merged
+//! into it, switch root. PID 1 never exits: a fatal error or a panic follows on_failure.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use rustix::mount::{mount, MountFlags};
+
+use crate::boot::cmdline::{Cmdline, OnFailure};
+use crate::boot::rootdev::{self, RootError, RootSpec};
+use crate::boot::switch_root::{self, SwitchError};
+use crate::boot::{kmsg, modload};
+use crate::runtime::policy::Policy;
+use crate::runtime::{enroll, merge, verbs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error("mounting the root {dev} ({fstype}) on /sysroot: {source}")]
+    MountRoot {
+        dev: String,
+        fstype: String,
+        source: std::io::Error,
+    },
+    #[error("cannot tell the filesystem type of {0}; pass rootfstype=")]
+    FsType(String),
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    #[error("{0}")]
+    Required(String),
+}
+
+/// PID 1's entry point; never returns.
+pub fn run() -> ! {
+    mount_api_filesystems();
+    kmsg::init();
+    info!(
+        "initrd-sysext {} starting as PID 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (cmdline, warnings) = Cmdline::parse(&line);
+    kmsg::set_debug(cmdline.debug);
+    for w in warnings {
+        warn!("kernel command line: {w}");
+    }
+    // Release builds abort on panic: the hook turns a panic into the on_failure path first.
+    let for_hook = cmdline.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        fail(&for_hook, &format!("internal error: {info}"))
+    }));
+    let message = match boot(&cmdline) {
+        Ok(()) => "init returned".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    fail(&cmdline, &message)
+}
+
+fn boot(c: &Cmdline) -> Result<(), BootError> {
+    let start = Instant::now();
+    modload::load_all(Path::new("/"));
+    info!(
+        "dm_verity.require_signatures={}",
+        if c.require_signatures {
+            "1: the kernel refuses unsigned verity tables"
+        } else {
+            "0"
+        }
+    );
+    enroll::enroll(Path::new("/"));
+    if c.sysext {
+        merge_into(c, Path::new("/"))?;
+        run_hooks(Path::new("/usr/lib/initrd-sysext/pre-mount.d"));
+    } else {
+        info!("rd.sysext=0: not merging extensions");
+    }
+    info!(
+        "initrd ready, {} ms after start",
+        start.elapsed().as_millis()
+    );
+    reap();
+    mount_root(c)?;
+    if c.sysext && c.sysroot {
+        merge_into(c, Path::new("/sysroot"))?;
+    }
+    if let Err(e) = merge::unmerge(Path::new("/")) {
+        warn!("unmerging the initrd's extensions: {e}");
+    }
+    reap();
+    info!("switch root {} ms after start", start.elapsed().as_millis());
+    Ok(switch_root::switch_root(Path::new("/sysroot"), &c.init)?)
+}
+
+/// Merges the extensions found under `root` (the initrd itself, or /sysroot); a refused
+/// extension named in `rd.sysext.required=` stops the boot.
+fn merge_into(c: &Cmdline, root: &Path) -> Result<(), BootError> {
+    let policy = match &c.image_policy {
+        Some(p) => p
+            .parse::<Policy>()
+            .map_err(|e| BootError::Required(format!("rd.sysext.image_policy: {e}")))?,
+        None => Policy::boot_default(),
+    };
+    let ctx = verbs::context(root, Some(policy), c.userspace_verity);
+    let t = Instant::now();
+    let report = verbs::merge(&ctx).unwrap_or_else(|e| {
+        error!("merging extensions into {}: {e}", root.display());
+        merge::Report::default()
+    });
+    let names: Vec<&str> = report.merged.iter().map(|(n, _, _)| n.as_str()).collect();
+    info!(
+        "{}: merged [{}], refused {}, in {} ms",
+        root.display(),
+        names.join(", "),
+        report.refused.len(),
+        t.elapsed().as_millis()
+    );
+    for req in &c.required {
+        if let Some((_, why)) = report.refused.iter().find(|(n, _)| n == req) {
+            return Err(BootError::Required(format!(
+                "required extension {req} was refused: {why}"
+            )));
+        }
+        // Required names are looked for where they would be merged: in the initrd.
+        if root == Path::new("/") && !names.contains(&req.as_str()) {
+            return Err(BootError::Required(format!(
+                "required extension {req} was not found"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the executables extensions placed in `dir` (sorted); their output goes to the console.
+fn run_hooks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut hooks: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    hooks.sort();
+    for hook in hooks {
+        match std::process::Command::new(&hook).status() {
+            Ok(s) if s.success() => info!("hook {}: ok", hook.display()),
+            Ok(s) => warn!("hook {}: {s}", hook.display()),
+            Err(e) => warn!("hook {}: {e}", hook.display()),
+        }
+    }
+}
+
+/// /proc, /sys, /dev (devtmpfs) and /run (tmpfs); already-mounted ones are fine.
+fn mount_api_filesystems() {
+    let nosuid = MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV;
+    let mounts: [(&str, &str, MountFlags, Option<&str>); 4] = [
+        ("proc", "/proc", nosuid, None),
+        ("sysfs", "/sys", nosuid, None),
+        ("devtmpfs", "/dev", MountFlags::NOSUID, Some("mode=0755")),
+        (
+            "tmpfs",
+            "/run",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some("mode=0755"),
+        ),
+    ];
+    for (fs, target, flags, data) in mounts {
+        let _ = std::fs::create_dir_all(target);
+        let data = data.map(|d| CString::new(d).expect("no NUL"));
+        let _ = mount(fs, target, fs, flags, data.as_deref());
+    }
+}
+
+fn mount_root(c: &Cmdline) -> Result<(), BootError> {
+    let spec = RootSpec::parse(c.root.as_deref().ok_or(RootError::Missing)?)?;
+    let dev = rootdev::wait_for(&spec, c.root_timeout)?;
+    let shown = dev.display().to_string();
+    let fstype = match &c.rootfstype {
+        Some(t) => t.clone(),
+        None => rootdev::probe_fstype(&dev)
+            .ok_or_else(|| BootError::FsType(shown.clone()))?
+            .to_owned(),
+    };
+    let mut flags = MountFlags::empty();
+    if c.read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    let data = c
+        .rootflags
+        .as_deref()
+        .map(|d| CString::new(d).unwrap_or_default());
+    let _ = std::fs::create_dir_all("/sysroot");
+    mount(&dev, "/sysroot", fstype.as_str(), flags, data.as_deref()).map_err(|e| {
+        BootError::MountRoot {
+            dev: shown.clone(),
+            fstype: fstype.clone(),
+            source: e.into(),
+        }
+    })?;
+    info!(
+        "mounted {shown} ({fstype}, {}) on /sysroot",
+        if c.read_only { "ro" } else { "rw" }
+    );
+    Ok(())
+}
+
+/// Collects exited children (PID 1 inherits every orphan).
+fn reap() {
+    use rustix::process::{waitpid, WaitOptions};
+    while let Ok(Some(_)) = waitpid(None, WaitOptions::NOHANG) {}
+}
+
+/// One clear line on the console and in the kernel log, then `rd.sysext.on_failure`.
+fn fail(c: &Cmdline, message: &str) -> ! {
+    error!("FATAL: {message}");
+    kmsg::console(&format!("FATAL: {message}"));
+    let action = match &c.on_failure {
+        OnFailure::Shell(sh) => {
+            kmsg::console(&format!("starting {sh}; the machine reboots when it exits"));
+            let _ = std::process::Command::new(sh).status();
+            "reboot"
+        }
+        OnFailure::Halt => "halt",
+        OnFailure::Reboot => "reboot",
+    };
+    kmsg::console(&format!("{action} in 3 seconds"));
+    std::thread::sleep(Duration::from_secs(3));
+    let cmd = match action {
+        "halt" => rustix::system::RebootCommand::Halt,
+        _ => rustix::system::RebootCommand::Restart,
+    };
+    loop {
+        let _ = rustix::system::reboot(cmd);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

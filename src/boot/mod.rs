@@ -1,0 +1,8 @@
+//! Boot mode: PID 1 in the initrd.
+
+pub mod cmdline;
+pub mod init;
+pub mod kmsg;
+pub mod modload;
+pub mod rootdev;
+pub mod switch_root;

@@ -1,0 +1,400 @@
+//! Activating one extension: a directory as it is; an image dissected, its protection chosen by
+//! the image policy, set up as loop (+ dm-verity, signature checked by the kernel keyring),
+//! mounted read-only in a staging directory, and its extension-release checked against the host.
+//! Everything set up is torn down again when a step fails.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use log::{debug, info};
+use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
+
+use crate::format::gpt::{Arch, Designator};
+use crate::format::release::{self, Candidate, Host, Incompatible, Release, Scope, SelectError};
+use crate::format::signature;
+use crate::runtime::discover::{EntryKind, Found};
+use crate::runtime::dissect::{self, DissectError, Dissected, FsType, HashSource};
+use crate::runtime::dm::{self, DmError, VerityTable};
+use crate::runtime::keyring::{self, KeyError, Keyring};
+use crate::runtime::loopdev::{self, LoopDevice, LoopError};
+use crate::runtime::policy::{Policy, Protection, Refusal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error(transparent)]
+    Dissect(#[from] DissectError),
+    #[error("image policy: {0}")]
+    Policy(#[from] Refusal),
+    #[error(transparent)]
+    Loop(#[from] LoopError),
+    #[error(transparent)]
+    Dm(#[from] DmError),
+    #[error("signature key: {0}")]
+    Key(#[from] KeyError),
+    #[error("signature refused in userspace: {0}")]
+    Signature(String),
+    #[error("root hash does not match the data: reading the first block failed ({0})")]
+    FirstBlock(std::io::Error),
+    #[error("mounting {fs} from {dev} on {target}: {source}")]
+    Mount {
+        fs: String,
+        dev: String,
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Layout(String),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error("extension-release {path}: {reason}")]
+    Release { path: String, reason: String },
+    #[error("not compatible with this host: {0}")]
+    Incompatible(#[from] Incompatible),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the host offers to check extensions against.
+pub struct Context {
+    pub root: PathBuf,
+    pub scope: Scope,
+    pub arch: Arch,
+    pub host_release: Release,
+    /// An explicit policy, or None for the defaults (systemd's, strict for /.extra).
+    pub policy: Option<Policy>,
+    /// May a signature be checked with OpenSSL when the kernel cannot?
+    pub userspace_verity: bool,
+    /// Where images are mounted (a tmpfs, e.g. /run/initrd-sysext).
+    pub staging: PathBuf,
+}
+
+/// An activated extension: where its hierarchies are, and what to undo.
+#[derive(Debug)]
+pub struct Activated {
+    pub name: String,
+    pub kind: EntryKind,
+    pub path: PathBuf,
+    /// The tree holding `usr/`, `opt/` (for a usr partition: the tree that is `/usr`).
+    pub top: PathBuf,
+    pub usr_only: bool,
+    pub protection: Protection,
+    pub signer: Option<String>,
+    /// The staging mount, if we mounted something.
+    pub mount: Option<PathBuf>,
+    pub dm_name: Option<String>,
+}
+
+impl Activated {
+    /// The directory providing `hierarchy` (e.g. "usr", "opt"), if this extension has it.
+    pub fn hierarchy(&self, hierarchy: &str) -> Option<PathBuf> {
+        let dir = match self.usr_only {
+            true if hierarchy == "usr" => self.top.clone(),
+            true => return None,
+            false => self.top.join(hierarchy),
+        };
+        dir.is_dir().then_some(dir)
+    }
+
+    /// Detaches the staging mount (lazily: an overlay using it keeps it alive) and schedules
+    /// the dm device for removal when its last user goes.
+    pub fn release(&self) {
+        if let Some(m) = &self.mount {
+            if let Err(e) = unmount(m, UnmountFlags::DETACH) {
+                debug!("detaching {}: {e}", m.display());
+            }
+            let _ = std::fs::remove_dir(m);
+        }
+        if let Some(name) = &self.dm_name {
+            if let Err(e) = dm::remove(name) {
+                debug!("removing dm device {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Activates `found`; on error nothing it set up is left behind.
+pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError> {
+    let activated = match found.kind {
+        EntryKind::Directory => Activated {
+            name: found.name.clone(),
+            kind: found.kind,
+            path: found.path.clone(),
+            top: found.resolved.clone(),
+            usr_only: false,
+            protection: Protection::Unprotected,
+            signer: None,
+            mount: None,
+            dm_name: None,
+        },
+        _ => activate_image(ctx, found)?,
+    };
+    match check_release(ctx, &activated) {
+        Ok(()) => Ok(activated),
+        Err(e) => {
+            activated.release();
+            Err(e)
+        }
+    }
+}
+
+/// The policy for an entry: the explicit one, or systemd's default (strict under /.extra).
+fn policy_for(ctx: &Context, found: &Found) -> Policy {
+    match &ctx.policy {
+        Some(p) => p.clone(),
+        None if found.path.starts_with(ctx.root.join(".extra")) => Policy::sysext_strict(),
+        None => Policy::sysext(),
+    }
+}
+
+/// What protection an image can offer.
+fn available(d: &Dissected) -> Protection {
+    match (&d.verity, &d.root_hash, &d.signature) {
+        (Some(_), Some(_), Some(_)) => Protection::Signed,
+        (Some(_), Some(_), None) => Protection::Verity,
+        _ => Protection::Unprotected,
+    }
+}
+
+fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateError> {
+    let d = dissect::dissect(&found.resolved, Some(ctx.arch))?;
+    let designator = d.designator.unwrap_or(Designator::Root);
+    let offered = available(&d);
+    let level = policy_for(ctx, found).decide(designator.name(), offered)?;
+    let file = File::open(&found.resolved).map_err(|source| ActivateError::Io {
+        path: found.resolved.clone(),
+        source,
+    })?;
+    let data = loopdev::attach(&file, d.data.offset, d.data.size)?;
+    let (dev, dm_name, signer) = match level {
+        Protection::Unprotected => (data.path().to_owned(), None, None),
+        _ => {
+            let (dm_dev, signer) = verity(ctx, found, &d, &file, &data, level)?;
+            (dm_dev.path(), Some(dm_dev.name().to_owned()), signer)
+        }
+    };
+    let target = ctx.staging.join("images").join(&found.name);
+    let undo = |e: ActivateError| {
+        if let Some(n) = &dm_name {
+            let _ = dm::remove(n);
+        }
+        e
+    };
+    mount_ro(&dev, &target, d.fs).map_err(undo)?;
+    drop(data); // autoclear: the loop device goes when the mount (or dm) lets go of it
+    info!(
+        "{}: {} {} image, {:?}{}",
+        found.name,
+        d.fs.name(),
+        designator.name(),
+        level,
+        signer
+            .as_deref()
+            .map(|s| format!(", signed by {s}"))
+            .unwrap_or_default()
+    );
+    Ok(Activated {
+        name: found.name.clone(),
+        kind: found.kind,
+        path: found.path.clone(),
+        top: target.clone(),
+        usr_only: designator == Designator::Usr,
+        protection: level,
+        signer,
+        mount: Some(target),
+        dm_name,
+    })
+}
+
+/// A dm-verity device over `data`, signature checked by the kernel (or, where allowed and the
+/// kernel cannot, by OpenSSL against the verity.d certificates). Returns it and the signer.
+fn verity(
+    ctx: &Context,
+    found: &Found,
+    d: &Dissected,
+    file: &File,
+    data: &LoopDevice,
+    level: Protection,
+) -> Result<(dm::DmDevice, Option<String>), ActivateError> {
+    let params = d
+        .verity
+        .as_ref()
+        .ok_or_else(|| ActivateError::Layout("no verity superblock".into()))?;
+    let root_hash = d
+        .root_hash_hex()
+        .ok_or_else(|| ActivateError::Layout("no root hash".into()))?;
+    let hash_loop = match &d.hash {
+        Some(HashSource::Partition(r)) => loopdev::attach(file, r.offset, r.size)?,
+        Some(HashSource::Sidecar(p)) => {
+            let f = File::open(p).map_err(|source| ActivateError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            loopdev::attach(&f, 0, 0)?
+        }
+        None => return Err(ActivateError::Layout("no hash tree".into())),
+    };
+    let table = VerityTable {
+        data_dev: data.devnum(),
+        hash_dev: hash_loop.devnum(),
+        data_block_size: params.data_block_size,
+        hash_block_size: params.hash_block_size,
+        data_blocks: params.data_blocks,
+        hash_start_block: params.tree_offset() / params.hash_block_size as u64,
+        algorithm: params.algorithm.clone(),
+        root_hash: root_hash.clone(),
+        salt: params.salt_hex(),
+        sig_key_desc: None,
+    };
+    let name = dm_name(&found.name);
+    let (dev, signer) = match (level, &d.signature) {
+        (Protection::Signed, Some(sig)) => signed(ctx, &name, table, &sig.signature, &root_hash)?,
+        _ => (dm::create_verity(&name, &table)?, None),
+    };
+    if let Err(e) = first_block(&dev.path()) {
+        let _ = dm::remove(&name);
+        return Err(e);
+    }
+    Ok((dev, signer))
+}
+
+/// dm device names: `sysext-<name>`, with characters dm refuses replaced.
+fn dm_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .take(100)
+        .collect();
+    format!("sysext-{clean}")
+}
+
+/// The kernel checks the PKCS#7 against its trusted keyrings during the table load.
+fn signed(
+    ctx: &Context,
+    name: &str,
+    mut table: VerityTable,
+    pkcs7: &[u8],
+    root_hash: &str,
+) -> Result<(dm::DmDevice, Option<String>), ActivateError> {
+    let desc = format!("initrd-sysext:{root_hash}");
+    let key = keyring::add_user_key(&desc, pkcs7, Keyring::Thread)?;
+    table.sig_key_desc = Some(desc);
+    let loaded = dm::create_verity(name, &table);
+    let _ = keyring::remove(key, Keyring::Thread);
+    match loaded {
+        Ok(dev) => Ok((dev, Some("kernel keyring".into()))),
+        Err(e) if kernel_lacks_signatures(&e) && ctx.userspace_verity => {
+            info!("the kernel cannot check root-hash signatures: checking in userspace");
+            let signer = userspace_check(ctx, pkcs7, root_hash)?;
+            table.sig_key_desc = None;
+            Ok((dm::create_verity(name, &table)?, Some(signer)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// EINVAL on the table load with a signature: a kernel without DM_VERITY_VERIFY_ROOTHASH_SIG.
+fn kernel_lacks_signatures(e: &DmError) -> bool {
+    matches!(e, DmError::Ioctl { ioctl: dm::DmIoctl::TableLoad, errno, .. } if *errno == rustix::io::Errno::INVAL)
+}
+
+fn userspace_check(ctx: &Context, pkcs7: &[u8], root_hash: &str) -> Result<String, ActivateError> {
+    let dirs: Vec<PathBuf> = crate::verify::VERITY_DIRS
+        .iter()
+        .map(|d| ctx.root.join(d.trim_start_matches('/')))
+        .collect();
+    let certs =
+        crate::verify::certs_in_dirs(&dirs).map_err(|e| ActivateError::Signature(e.to_string()))?;
+    let cert = signature::verify(pkcs7, root_hash, &certs)
+        .map_err(|e| ActivateError::Signature(e.to_string()))?;
+    let fp = signature::fingerprint(&cert).map_err(|e| ActivateError::Signature(e.to_string()))?;
+    Ok(format!("{} ({fp}, userspace)", signature::subject(&cert)))
+}
+
+/// A validly signed but wrong root hash loads fine and only fails on read: read block 0 now.
+fn first_block(dev: &Path) -> Result<(), ActivateError> {
+    let f = File::open(dev).map_err(ActivateError::FirstBlock)?;
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, 0)
+        .map_err(ActivateError::FirstBlock)
+}
+
+fn mount_ro(dev: &Path, target: &Path, fs: FsType) -> Result<(), ActivateError> {
+    let fstype = match fs {
+        FsType::Unknown => return Err(ActivateError::Layout("unknown filesystem".into())),
+        t => t.name(),
+    };
+    std::fs::create_dir_all(target).map_err(|source| ActivateError::Io {
+        path: target.to_owned(),
+        source,
+    })?;
+    let flags = MountFlags::RDONLY | MountFlags::NODEV;
+    mount(dev, target, fstype, flags, None).map_err(|e| ActivateError::Mount {
+        fs: fstype.into(),
+        dev: dev.display().to_string(),
+        target: target.display().to_string(),
+        source: e.into(),
+    })
+}
+
+/// Reads the extension's extension-release and checks it against the host (SPEC §3).
+fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
+    let dir = match a.usr_only {
+        true => a.top.join("lib/extension-release.d"),
+        false => a.top.join("usr/lib/extension-release.d"),
+    };
+    if a.top
+        .join(if a.usr_only {
+            "lib/os-release"
+        } else {
+            "usr/lib/os-release"
+        })
+        .exists()
+    {
+        return Err(ActivateError::Layout(
+            "it holds usr/lib/os-release: an OS image, not an extension".into(),
+        ));
+    }
+    let candidates: Vec<Candidate> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let file_name = e.file_name().into_string().ok()?;
+            file_name
+                .starts_with("extension-release.")
+                .then(|| Candidate {
+                    not_strict: strict_xattr_false(&e.path()),
+                    file_name,
+                })
+        })
+        .collect();
+    let chosen = release::select(&candidates, &a.name)?;
+    let path = dir.join(&chosen.file_name);
+    let text = std::fs::read_to_string(&path).map_err(|e| ActivateError::Release {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let ext = Release::parse(&text).map_err(|e| ActivateError::Release {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let host = Host {
+        release: &ctx.host_release,
+        scope: ctx.scope,
+        arch: ctx.arch,
+    };
+    Ok(release::check(&ext, &host)?)
+}
+
+/// `user.extension-release.strict` set to a false value.
+fn strict_xattr_false(path: &Path) -> bool {
+    let mut buf = [0u8; 16];
+    match rustix::fs::getxattr(path, "user.extension-release.strict", &mut buf) {
+        Ok(n) => matches!(&buf[..n], b"0" | b"false" | b"no" | b"n" | b"off"),
+        Err(_) => false,
+    }
+}

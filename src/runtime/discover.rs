@@ -1,0 +1,242 @@
+//! Finding extensions: the search directories in precedence order (first name wins, an empty
+//! directory masks a name), entries resolved inside `--root`, names ordered by version.
+
+use std::cmp::Ordering;
+use std::fs;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::format::release::image_name;
+
+/// Search directories, highest precedence first (relative to the root).
+pub const DIRS: [&str; 3] = ["etc/extensions", "run/extensions", "var/lib/extensions"];
+/// Added in the initrd, after the others (where systemd-stub puts extensions).
+pub const INITRD_DIRS: [&str; 2] = [".extra/sysext", ".extra/global_sysext"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Directory,
+    Image,
+    BlockDevice,
+}
+
+impl EntryKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::Directory => "directory",
+            EntryKind::Image => "raw",
+            EntryKind::BlockDevice => "block",
+        }
+    }
+}
+
+/// One extension to consider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub name: String,
+    /// The entry as found (e.g. `/etc/extensions/x.raw`).
+    pub path: PathBuf,
+    /// Where it really is, symlinks resolved inside the root.
+    pub resolved: PathBuf,
+    pub kind: EntryKind,
+    pub mtime: i64,
+}
+
+/// The extensions under `root`, sorted by name in version order (lowest first).
+pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
+    let mut dirs: Vec<&str> = DIRS.to_vec();
+    if in_initrd {
+        dirs.extend(INITRD_DIRS);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Some(real) = chase(root, Path::new(dir)) else {
+            continue;
+        };
+        let Ok(entries) = fs::read_dir(&real) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for file in names {
+            if file.starts_with('.') {
+                continue;
+            }
+            let path = root.join(dir).join(&file);
+            let Some(entry) = classify(root, &path, &file) else {
+                continue;
+            };
+            // The first entry of a name wins; an empty directory masks the name.
+            if seen.insert(entry.name.clone()) && !is_empty_dir(&entry) {
+                found.push(entry);
+            }
+        }
+    }
+    found.sort_by(|a, b| vercmp(&a.name, &b.name));
+    found
+}
+
+fn is_empty_dir(f: &Found) -> bool {
+    f.kind == EntryKind::Directory
+        && fs::read_dir(&f.resolved).is_ok_and(|mut d| d.next().is_none())
+}
+
+fn classify(root: &Path, path: &Path, file: &str) -> Option<Found> {
+    let rel = path.strip_prefix(root).ok()?;
+    let resolved = chase(root, rel)?;
+    let md = fs::metadata(&resolved).ok()?;
+    let ft = md.file_type();
+    let (kind, name) = if ft.is_dir() {
+        (EntryKind::Directory, file.to_owned())
+    } else if ft.is_file() && file.ends_with(".raw") {
+        (EntryKind::Image, image_name(file).to_owned())
+    } else if ft.is_block_device() {
+        (EntryKind::BlockDevice, file.to_owned())
+    } else {
+        return None;
+    };
+    use std::os::unix::fs::MetadataExt;
+    Some(Found {
+        name,
+        path: path.to_owned(),
+        resolved,
+        kind,
+        mtime: md.mtime(),
+    })
+}
+
+/// Resolves `rel` under `root`, following symlinks but never leaving `root` (absolute
+/// targets are taken relative to it, `..` stops at it). None if a component is missing.
+pub fn chase(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut todo: Vec<PathBuf> = vec![rel.to_owned()];
+    let mut done = PathBuf::new();
+    let mut hops = 0;
+    while let Some(next) = todo.pop() {
+        let mut comps: Vec<Component> = next.components().collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir => done = PathBuf::new(),
+                Component::ParentDir => {
+                    done.pop();
+                }
+                Component::Normal(n) => {
+                    let candidate = done.join(n);
+                    let full = root.join(&candidate);
+                    let md = fs::symlink_metadata(&full).ok()?;
+                    if md.file_type().is_symlink() {
+                        hops += 1;
+                        if hops > 40 {
+                            return None;
+                        }
+                        let target = fs::read_link(&full).ok()?;
+                        let rest: PathBuf = comps.iter().rev().collect();
+                        todo.push(rest);
+                        todo.push(target);
+                        break;
+                    }
+                    done = candidate;
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(root.join(done))
+}
+
+/// Version comparison for names (as `strverscmp`): runs of digits compare numerically.
+pub fn vercmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
+                let (dx, rx) = split_digits(x);
+                let (dy, ry) = split_digits(y);
+                let (tx, ty) = (trim_zeros(dx), trim_zeros(dy));
+                let ord = tx.len().cmp(&ty.len()).then(tx.cmp(ty));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                (x, y) = (rx, ry);
+            }
+            (Some(p), Some(q)) => {
+                if p != q {
+                    return p.cmp(q);
+                }
+                (x, y) = (&x[1..], &y[1..]);
+            }
+        }
+    }
+}
+
+fn split_digits(s: &[u8]) -> (&[u8], &[u8]) {
+    let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    s.split_at(n)
+}
+
+fn trim_zeros(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&c| c == b'0').count();
+    &s[n..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn version_order() {
+        let mut v = vec!["b", "a-10", "a-9", "a-9.1", "a", "a-2.0"];
+        v.sort_by(|a, b| vercmp(a, b));
+        assert_eq!(v, ["a", "a-2.0", "a-9", "a-9.1", "a-10", "b"]);
+        assert_eq!(vercmp("x-010", "x-10"), Ordering::Equal);
+    }
+
+    #[test]
+    fn precedence_masking_and_chase() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in [
+            "etc/extensions",
+            "run/extensions",
+            "var/lib/extensions",
+            "store",
+            ".extra/sysext",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::create_dir_all(r.join("run/extensions/tools/usr")).unwrap();
+        fs::create_dir_all(r.join("var/lib/extensions/tools/usr")).unwrap();
+        fs::write(r.join("var/lib/extensions/zz-1.2.raw"), b"x").unwrap();
+        fs::write(r.join("var/lib/extensions/zz-1.10.raw"), b"x").unwrap();
+        // An empty directory in /etc masks "masked" found lower down.
+        fs::create_dir_all(r.join("etc/extensions/masked")).unwrap();
+        fs::create_dir_all(r.join("var/lib/extensions/masked/usr")).unwrap();
+        // An absolute symlink resolves inside the root, not on the host.
+        fs::write(r.join("store/linked.raw"), b"x").unwrap();
+        symlink("/store/linked.raw", r.join("etc/extensions/linked.raw")).unwrap();
+        fs::write(r.join(".extra/sysext/early.raw"), b"x").unwrap();
+        fs::write(r.join("etc/extensions/ignored.txt"), b"x").unwrap();
+        let names = |v: &[Found]| v.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        let found = discover(r, false);
+        assert_eq!(names(&found), ["linked", "tools", "zz-1.2", "zz-1.10"]);
+        assert_eq!(found[0].resolved, r.join("store/linked.raw"));
+        assert_eq!(found[1].path, r.join("run/extensions/tools"));
+        assert_eq!(found[1].kind, EntryKind::Directory);
+        assert_eq!(
+            names(&discover(r, true)),
+            ["early", "linked", "tools", "zz-1.2", "zz-1.10"]
+        );
+        symlink("../../../../../etc", r.join("etc/extensions/escape")).unwrap();
+        assert_eq!(
+            chase(r, Path::new("etc/extensions/escape")),
+            Some(r.join("etc"))
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The merge engine on the host, in private mount namespaces over fake roots (never the host's
+//! /usr, except read-only overlays inside a private namespace for systemd-sysext's `status`):
+//! directories and naked images, precedence, masking, compatibility, read-only, interop with
+//! Debian's systemd-sysext.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+/// Runs `script` in a private mount namespace with a private tmpfs on /run.
+fn in_namespace(script: &str) -> String {
+    sh(&format!(
+        "unshare -m --propagation private sh -ec 'mount -t tmpfs tmpfs /run\n{}'",
+        script.replace('\'', "'\\''")
+    ))
+}
+
+/// A fake root with a host release and a base file in usr/bin.
+fn fake_root(dir: &Path, release: &str) -> std::path::PathBuf {
+    let r = dir.join("root");
+    for d in [
+        "etc",
+        "usr/bin",
+        "opt",
+        "var/lib/extensions",
+        "run/extensions",
+        "etc/extensions",
+    ] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::write(r.join("etc/os-release"), release).unwrap();
+    fs::write(r.join("usr/bin/base"), "base").unwrap();
+    r
+}
+
+/// A directory extension `name` under `root/dir` with `release` and a file usr/bin/<name>.
+fn dir_ext(root: &Path, dir: &str, name: &str, release: &str) {
+    let e = root.join(dir).join(name);
+    fs::create_dir_all(e.join("usr/bin")).unwrap();
+    fs::create_dir_all(e.join("usr/lib/extension-release.d")).unwrap();
+    fs::write(e.join("usr/bin").join(name), name).unwrap();
+    fs::write(
+        e.join(format!(
+            "usr/lib/extension-release.d/extension-release.{name}"
+        )),
+        release,
+    )
+    .unwrap();
+}
+
+fn require_root() -> bool {
+    if !is_root() {
+        eprintln!("not root: mount namespaces need root; skipping");
+    }
+    is_root()
+}
+
+#[test]
+fn directories_and_images_merge_unmerge_refresh() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
+    dir_ext(
+        &root,
+        "var/lib/extensions",
+        "dirext",
+        "ID=debian\nVERSION_ID=12\n",
+    );
+    let img_tree = dir.path().join("img");
+    fs::create_dir_all(img_tree.join("usr/bin")).unwrap();
+    fs::create_dir_all(img_tree.join("opt/vendor")).unwrap();
+    fs::write(img_tree.join("usr/bin/imgtool"), "img").unwrap();
+    fs::write(img_tree.join("opt/vendor/file"), "opt").unwrap();
+    let img = root.join("var/lib/extensions/imgext.raw");
+    ours_ok(&[
+        "build",
+        "sysext",
+        "--tree",
+        s(&img_tree),
+        "--name",
+        "imgext",
+        "--id",
+        "debian",
+        "--version-id",
+        "12",
+        "--scope",
+        "system",
+        "--verity",
+        "off",
+        "--split",
+        "--output",
+        s(&img),
+    ]);
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{BIN} merge --root {r}
+         cat {r}/usr/bin/base {r}/usr/bin/dirext {r}/usr/bin/imgtool {r}/opt/vendor/file; echo
+         cat {r}/usr/.systemd-sysext/extensions
+         touch {r}/usr/bin/new 2>/dev/null && echo WRITABLE || echo READ-ONLY
+         {BIN} merge --root {r} 2>&1 || echo MERGE-AGAIN-FAILED
+         {BIN} status --root {r} --json=short
+         {BIN} refresh --root {r} >/dev/null
+         {BIN} unmerge --root {r}
+         test -e {r}/usr/bin/dirext && echo STILL-THERE || echo GONE
+         losetup -a | grep -c imgext || true"
+    ));
+    assert!(out.contains("basedirextimgopt"), "{out}");
+    assert!(out.contains("dirext\nimgext\n"), "{out}");
+    assert!(out.contains("READ-ONLY"), "{out}");
+    assert!(
+        out.contains("already merged") && out.contains("MERGE-AGAIN-FAILED"),
+        "{out}"
+    );
+    assert!(out.contains(r#""extensions":["dirext","imgext"]"#), "{out}");
+    assert!(
+        out.contains("Unmerged /usr.") && out.contains("Unmerged /opt."),
+        "{out}"
+    );
+    assert!(out.contains("GONE"), "{out}");
+    assert!(
+        out.trim_end().ends_with('0'),
+        "a loop device is left: {out}"
+    );
+}
+
+#[test]
+fn precedence_masking_and_compatibility() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = "ID=ubuntu\nID_LIKE=debian\nVERSION_ID=24.04\nSYSEXT_LEVEL=2\n";
+    let root = fake_root(dir.path(), host);
+    // /etc wins over /var/lib for the same name; an empty dir in /etc masks one in /run.
+    dir_ext(
+        &root,
+        "etc/extensions",
+        "prec",
+        "ID=ubuntu\nSYSEXT_LEVEL=2\n",
+    );
+    dir_ext(&root, "var/lib/extensions", "prec", "ID=fedora\n");
+    fs::write(root.join("var/lib/extensions/prec/usr/bin/lower-only"), "x").unwrap();
+    fs::create_dir_all(root.join("etc/extensions/masked")).unwrap();
+    dir_ext(&root, "run/extensions", "masked", "ID=_any\n");
+    let cases = [
+        ("likeid", "ID=debian\nSYSEXT_LEVEL=2\n", true),
+        ("anyid", "ID=_any\n", true),
+        ("level", "ID=ubuntu\nSYSEXT_LEVEL=2\nVERSION_ID=1\n", true),
+        ("badlevel", "ID=ubuntu\nSYSEXT_LEVEL=3\n", false),
+        ("badid", "ID=fedora\nSYSEXT_LEVEL=2\n", false),
+        ("badarch", "ID=_any\nARCHITECTURE=arm64\n", false),
+        ("goodarch", "ID=_any\nARCHITECTURE=x86-64\n", true),
+        ("initrdonly", "ID=_any\nSYSEXT_SCOPE=initrd\n", false),
+        ("noid", "VERSION_ID=24.04\n", false),
+    ];
+    for (name, release, _) in cases {
+        dir_ext(&root, "var/lib/extensions", name, release);
+    }
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{BIN} merge --root {r} --json=short; ls {r}/usr/bin; {BIN} unmerge --root {r} >/dev/null"
+    ));
+    let json = out.lines().next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let merged: Vec<&str> = v["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    let refused: Vec<&str> = v["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    for (name, _, ok) in cases {
+        assert_eq!(merged.contains(&name), ok, "{name}: {json}");
+        assert_eq!(refused.contains(&name), !ok, "{name}: {json}");
+    }
+    assert!(
+        merged.contains(&"prec") && !merged.contains(&"masked"),
+        "{json}"
+    );
+    assert!(
+        !out.contains("lower-only"),
+        "the /var/lib copy of prec must be shadowed: {out}"
+    );
+}
+
+#[test]
+fn systemd_sysext_recognises_and_unmerges_our_merge() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
+    dir_ext(
+        &root,
+        "var/lib/extensions",
+        "ours",
+        "ID=debian\nVERSION_ID=12\n",
+    );
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{BIN} merge --root {r} >/dev/null
+         systemd-sysext unmerge --root={r}
+         test -e {r}/usr/bin/ours && echo STILL-MERGED || echo UNMERGED-BY-SYSTEMD"
+    ));
+    assert!(out.contains("UNMERGED-BY-SYSTEMD"), "{out}");
+    // 252's `status --root` reads the meta file without the root prefix: check status on /,
+    // merging a read-only overlay onto /usr inside the private namespace only.
+    let host_id = fs::read_to_string("/etc/os-release").unwrap();
+    let ext = dir.path().join("run-ext");
+    fs::create_dir_all(ext.join("usr/lib/extension-release.d")).unwrap();
+    fs::create_dir_all(ext.join("usr/share/initrd-sysext-test")).unwrap();
+    let release: String = host_id
+        .lines()
+        .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION_ID="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(
+        ext.join("usr/lib/extension-release.d/extension-release.hostcheck"),
+        release,
+    )
+    .unwrap();
+    let out = in_namespace(&format!(
+        "mkdir -p /run/extensions && cp -a {} /run/extensions/hostcheck
+         {BIN} merge >/dev/null
+         systemd-sysext status
+         test -d /usr/share/initrd-sysext-test && echo VISIBLE
+         systemd-sysext unmerge >/dev/null
+         test -d /usr/share/initrd-sysext-test && echo STILL || echo REMOVED",
+        ext.display()
+    ));
+    assert!(
+        out.contains("hostcheck") && out.contains("VISIBLE") && out.contains("REMOVED"),
+        "{out}"
+    );
+}
