@@ -26,13 +26,14 @@ usage: initrd-sysext [-v] COMMAND ...
                [--fs erofs|squashfs] [--partition root|usr] [--verity signed|hash|off]
                [--key K --cert C] [--seed UUID] [--split] [--force] --output OUT.raw
   build initrd [--tree DIR] [--kver V] [--modules-dir DIR] [--module NAME]... [--cert C]...
+               [--secondary-cert C]...
                [--extension IMG]... [--init BINARY] [--compress zstd|none] [--level N]
                [--force] --output initrd.cpio.zst
   build extension-cpio IMG... [--force] --output X.cpio
   inspect IMAGE|INITRD [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
   merge | unmerge | refresh | status | list  [--root DIR] [--json=pretty|short|off]
-               [--image-policy POLICY] [--userspace-verity]
+               [--image-policy POLICY] [--userspace-verity] [--kernel-cmdline]
   --version, --help
 ";
 
@@ -274,6 +275,7 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
         modules_dir: None,
         modules: Vec::new(),
         certs: Vec::new(),
+        secondary_certs: Vec::new(),
         extensions: Vec::new(),
         init: std::env::current_exe().map_err(failed)?,
         compression: Compression::Zstd(3),
@@ -289,6 +291,7 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
             Long("modules-dir") => s.modules_dir = Some(path(p)?),
             Long("module") => s.modules.push(string(p)?),
             Long("cert") => s.certs.push(path(p)?),
+            Long("secondary-cert") => s.secondary_certs.push(path(p)?),
             Long("extension") => s.extensions.push(path(p)?),
             Long("init") => s.init = path(p)?,
             Long("compress") => compress = string(p)?,
@@ -458,6 +461,7 @@ fn print_value(
 fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
     let (mut root, mut json, mut policy, mut userspace) =
         (PathBuf::from("/"), Json::Off, None, false);
+    let mut cmdline = None;
     while let Some(arg) = p.next()? {
         match arg {
             Long("root") => root = path(p)?,
@@ -477,10 +481,21 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
                 );
             }
             Long("userspace-verity") => userspace = true,
+            Long("kernel-cmdline") => {
+                let line = std::fs::read_to_string("/proc/cmdline").map_err(failed)?;
+                cmdline = Some(crate::boot::cmdline::Cmdline::parse(&line).0);
+            }
             other => return Err(other.unexpected().into()),
         }
     }
-    let ctx = verbs::context(&root, policy, userspace);
+    let mut ctx = verbs::context(&root, policy, userspace);
+    if let Some(c) = &cmdline {
+        apply_cmdline(&mut ctx, c)?;
+        if !c.sysext && matches!(verb, "merge" | "refresh") {
+            println!("rd.sysext=0: not merging");
+            return Ok(());
+        }
+    }
     match verb {
         "status" => {
             let v = verbs::status(&root);
@@ -507,6 +522,9 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
                 _ => verbs::merge(&ctx),
             }
             .map_err(failed)?;
+            if let Some(c) = &cmdline {
+                check_required(&report, &c.required)?;
+            }
             let v = verbs::report_json(&report);
             print_value(&v, json, || {
                 let mut out: String = report
@@ -521,4 +539,34 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
             })
         }
     }
+}
+
+/// `--kernel-cmdline`: rd.sysext.image_policy (else, in the initrd, signed only) and
+/// rd.sysext.userspace_verity, as boot mode reads them.
+fn apply_cmdline(
+    ctx: &mut crate::runtime::activate::Context,
+    c: &crate::boot::cmdline::Cmdline,
+) -> Result<(), CliError> {
+    if let Some(text) = &c.image_policy {
+        let p = text
+            .parse::<Policy>()
+            .map_err(|e| failed(format!("rd.sysext.image_policy: {e}")))?;
+        ctx.policy = Some(p);
+    } else if ctx.policy.is_none() && ctx.scope == crate::format::release::Scope::Initrd {
+        ctx.policy = Some(Policy::boot_default());
+    }
+    ctx.userspace_verity |= c.userspace_verity;
+    Ok(())
+}
+
+/// rd.sysext.required=: a refused required extension fails the command.
+fn check_required(report: &merge::Report, required: &[String]) -> Result<(), CliError> {
+    for req in required {
+        if let Some((_, why)) = report.refused.iter().find(|(n, _)| n == req) {
+            return Err(failed(format!(
+                "required extension {req} was refused: {why}"
+            )));
+        }
+    }
+    Ok(())
 }

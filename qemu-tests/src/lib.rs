@@ -230,7 +230,7 @@ impl Qemu<'_> {
         .args(["-kernel", s(self.kernel), "-initrd", s(self.initrd)])
         .args([
             "-append",
-            &format!("console=ttyS0 panic=-1 {}", self.append),
+            &format!("console=ttyS0 panic=-1 printk.devkmsg=on {}", self.append),
         ]);
         for d in &self.disks {
             cmd.args([

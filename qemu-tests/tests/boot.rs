@@ -177,7 +177,11 @@ fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
         &wrong_hash,
     ];
     let initrd = initrd(d, &imgs.map(|p| p.as_path()), &[]);
-    let boot = boot_root(d, &initrd, "", "");
+    // After switch root nothing of the initrd's activations may be left: dm devices, loops, keys.
+    let leftovers = "echo \"DM-DEVICES: $(ls /sys/block | grep -c dm-)\"\n\
+        echo \"LOOPS-ATTACHED: $(cat /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l)\"\n\
+        echo \"KEYS: $(grep -c initrd-sysext:[0-9a-f] /proc/keys)\"";
+    let boot = boot_root(d, &initrd, leftovers, "");
     boot.expect("merged 1 extension(s) into /usr: good")
         .expect("HELLO-FROM-good")
         .expect_not("HELLO-FROM-untrusted")
@@ -189,6 +193,10 @@ fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
         .expect("policy requires root=signed")
         .expect("skipping extension corrupt")
         .expect("skipping extension wronghash")
+        .expect("the signature is for root hash")
+        .expect("DM-DEVICES: 0")
+        .expect("LOOPS-ATTACHED: 0")
+        .expect("KEYS: 0")
         .expect("ROOT-INIT: done");
 }
 
@@ -224,4 +232,145 @@ fn scenario8_rd_sysext_0_merges_nothing() {
         .expect("rd.sysext=0: not merging extensions")
         .expect_not("HELLO-FROM-hello")
         .expect("ROOT-INIT: done");
+}
+
+#[test]
+fn scenario4_required_extension_refused_stops_the_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let untrusted = signed_by("untrusted");
+    let args: Vec<&str> = ["--id", "_any"]
+        .into_iter()
+        .chain(untrusted.iter().map(String::as_str))
+        .collect();
+    let img = sysext(d, &hello_tree(d, "needed", None), "needed", &args);
+    let initrd = initrd(d, &[&img], &[]);
+    boot_root(
+        d,
+        &initrd,
+        "",
+        "rd.sysext.required=needed rd.sysext.on_failure=reboot",
+    )
+    .expect("FATAL: required extension needed was refused")
+    .expect("reboot in 3 seconds")
+    .expect_not("ROOT-INIT: start");
+}
+
+#[test]
+fn scenario5_system_extension_merged_into_sysroot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = d.join("sysroot-ext");
+    write_tree(
+        &tree,
+        &[(
+            "usr/bin/sysroot-hello",
+            b"#!/bin/sh\necho SYSROOT-HELLO from the merged /usr\n",
+            0o755,
+        )],
+    );
+    let trusted = signed_by("trusted");
+    let args: Vec<&str> = ["--id", "debian", "--version-id", "12", "--scope", "system"]
+        .into_iter()
+        .chain(trusted.iter().map(String::as_str))
+        .collect();
+    let img = sysext(d, &tree, "sysrootext", &args);
+    let initrd = initrd(d, &[], &[]);
+    let root = root_tree(
+        d,
+        "cat /usr/.systemd-sysext/extensions\n/usr/bin/sysroot-hello\ngrep -c sysext /proc/mounts",
+    );
+    std::fs::copy(&img, root.join("var/lib/extensions/sysrootext.raw")).unwrap();
+    let (disk, part_uuid, _) = root_disk(d, &root);
+    let boot = Qemu {
+        kernel: test_kernel(),
+        initrd: &initrd,
+        disks: vec![disk],
+        append: format!("root=PARTUUID={part_uuid} rd.sysext.sysroot=1"),
+        timeout: TIMEOUT,
+    }
+    .boot();
+    boot.expect("sysrootext: erofs root image, Signed, signed by kernel keyring")
+        .expect("/sysroot: merged [sysrootext]")
+        .expect("ROOT-INIT: start\nsysrootext\n")
+        .expect("SYSROOT-HELLO from the merged /usr")
+        .expect("ROOT-INIT: done");
+}
+
+#[test]
+fn secondary_keyring_enrolment_ca_issued_merges_self_signed_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let build = |name: &str, keyname: &str| {
+        let keys = signed_by(keyname);
+        let args: Vec<&str> = ["--id", "_any"]
+            .into_iter()
+            .chain(keys.iter().map(String::as_str))
+            .collect();
+        sysext(d, &hello_tree(d, name, None), name, &args)
+    };
+    let issued = build("issued", "ca-issued");
+    let selfsigned = build("selfsigned", "untrusted");
+    let out = d.join("initrd.cpio.zst");
+    ours(&[
+        "build",
+        "initrd",
+        "--init",
+        s(binary()),
+        "--output",
+        s(&out),
+        "--extension",
+        s(&issued),
+        "--extension",
+        s(&selfsigned),
+        "--secondary-cert",
+        s(&key("ca-issued.crt")),
+        "--secondary-cert",
+        s(&key("untrusted.crt")),
+    ]);
+    boot_root(d, &out, "", "")
+        .expect("enrolled /etc/verity.d/secondary/ca-issued.crt into .secondary_trusted_keys")
+        .expect("refused to enroll /etc/verity.d/secondary/untrusted.crt")
+        .expect("HELLO-FROM-issued")
+        .expect("skipping extension selfsigned")
+        .expect_not("HELLO-FROM-selfsigned")
+        .expect("ROOT-INIT: done");
+}
+
+#[test]
+fn scenario7_root_by_uuid_label_and_missing_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let initrd = initrd(d, &[], &[]);
+    let root = root_tree(d, "");
+    let (disk, _, fs_uuid) = root_disk(d, &root);
+    for spec in [
+        format!("UUID={fs_uuid}"),
+        "LABEL=rootfs".to_owned(),
+        "/dev/vda1".to_owned(),
+    ] {
+        let boot = Qemu {
+            kernel: test_kernel(),
+            initrd: &initrd,
+            disks: vec![disk.clone()],
+            append: format!("root={spec}"),
+            timeout: TIMEOUT,
+        }
+        .boot();
+        boot.expect("mounted /dev/vda1 (ext4, ro) on /sysroot")
+            .expect("ROOT-INIT: done");
+    }
+    let missing = Qemu {
+        kernel: test_kernel(),
+        initrd: &initrd,
+        disks: vec![disk],
+        append: "root=PARTUUID=00000000-0000-4000-8000-000000000000 rd.sysext.root_timeout=2"
+            .into(),
+        timeout: TIMEOUT,
+    }
+    .boot();
+    missing
+        .expect("FATAL: root device PartUuid")
+        .expect("did not appear within 2s")
+        .expect_not("ROOT-INIT");
 }

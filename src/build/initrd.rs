@@ -56,6 +56,8 @@ pub struct Spec {
     pub modules_dir: Option<PathBuf>,
     pub modules: Vec<String>,
     pub certs: Vec<PathBuf>,
+    /// Certificates boot mode enrolls into `.secondary_trusted_keys`.
+    pub secondary_certs: Vec<PathBuf>,
     pub extensions: Vec<PathBuf>,
     /// The static binary installed as `/init`.
     pub init: PathBuf,
@@ -92,7 +94,10 @@ pub fn build(spec: &Spec) -> Result<Report, InitrdError> {
         }
     };
     for cert in &spec.certs {
-        adder.cert(&mut tree, cert)?;
+        adder.cert(&mut tree, "etc/verity.d", cert)?;
+    }
+    for cert in &spec.secondary_certs {
+        adder.cert(&mut tree, "etc/verity.d/secondary", cert)?;
     }
     for image in &spec.extensions {
         adder.file_into(&mut tree, "etc/extensions", image)?;
@@ -130,6 +135,7 @@ pub fn extension_cpio(
         modules_dir: None,
         modules: Vec::new(),
         certs: Vec::new(),
+        secondary_certs: Vec::new(),
         extensions: Vec::new(),
         init: PathBuf::new(),
         compression: Compression::None,
@@ -338,8 +344,8 @@ impl Adder {
         Ok(order)
     }
 
-    /// A certificate as PEM in `/etc/verity.d/<stem>.crt`.
-    fn cert(&self, tree: &mut Tree, path: &Path) -> Result<(), InitrdError> {
+    /// A certificate as PEM in `<dir>/<stem>.crt`.
+    fn cert(&self, tree: &mut Tree, dir: &str, path: &Path) -> Result<(), InitrdError> {
         let certs = crate::build::genkey::load_certs(path).map_err(|e| InitrdError::Invalid {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -356,7 +362,7 @@ impl Adder {
             size: pem.len() as u64,
             content: Content::Bytes(pem),
         };
-        self.add_new(tree, &format!("etc/verity.d/{stem}.crt"), 0o644, kind)?;
+        self.add_new(tree, &format!("{dir}/{stem}.crt"), 0o644, kind)?;
         Ok(())
     }
 

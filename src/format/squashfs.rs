@@ -497,9 +497,24 @@ fn assemble(
     })
 }
 
+/// Tells the writer when a compression worker unwinds, so that the pipeline stops (and the
+/// panic propagates) instead of waiting for the block the worker lost.
+struct PanicGuard<'a>(&'a Sender<Result<Done, Error>>);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _ = self
+                .0
+                .send(Err(Error::Internal("a compression worker panicked")));
+        }
+    }
+}
+
 /// Compresses jobs until the job channel closes. A failure goes to the writer, which then
 /// stops, and with it the whole pipeline.
 fn compress_blocks(jobs: &Mutex<Receiver<Job>>, done: &Sender<Result<Done, Error>>, level: i32) {
+    let _guard = PanicGuard(done);
     let mut zstd = match compressor(level) {
         Ok(zstd) => zstd,
         Err(e) => {

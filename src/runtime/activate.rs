@@ -226,6 +226,14 @@ fn verity(
     let root_hash = d
         .root_hash_hex()
         .ok_or_else(|| ActivateError::Layout("no root hash".into()))?;
+    if let Some(uuid_hash) = &d.uuid_root_hash {
+        if d.root_hash.as_ref() != Some(uuid_hash) {
+            return Err(ActivateError::Layout(format!(
+                "the signature is for root hash {root_hash} but the partition UUIDs carry {}",
+                crate::format::hex::encode(uuid_hash)
+            )));
+        }
+    }
     let hash_loop = match &d.hash {
         Some(HashSource::Partition(r)) => loopdev::attach(file, r.offset, r.size)?,
         Some(HashSource::Sidecar(p)) => {

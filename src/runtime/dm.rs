@@ -186,13 +186,13 @@ impl DmDevice {
     }
 }
 
-/// Creates `name` (uuid `INITRD-SYSEXT-<roothash>`), loads one read-only `verity` target and
+/// Creates `name` (uuid `INITRD-SYSEXT-<name>`), loads one read-only `verity` target and
 /// resumes it; on failure after the create, removes the device again. The error keeps the
 /// kernel's errno: ENOKEY (signer not trusted), EKEYREJECTED (signature over another hash)…
 pub fn create_verity(name: &str, table: &VerityTable) -> Result<DmDevice, DmError> {
     check_name(name)?;
     let control = open_control()?;
-    let mut uuid = format!("{UUID_PREFIX}{}", table.root_hash);
+    let mut uuid = format!("{UUID_PREFIX}{name}");
     while uuid.len() >= DM_UUID_LEN {
         uuid.pop();
     }
