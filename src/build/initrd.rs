@@ -417,7 +417,11 @@ fn write(tree: &Tree, spec: &Spec) -> Result<u64, InitrdError> {
                 .map_err(io_err(&spec.output))?;
         }
     }
+    // The kernel reads an archive appended after this one only at a 4-byte boundary: pad
+    // with zeros, which it skips between members.
     let len = out.file.metadata().map_err(io_err(&spec.output))?.len();
+    let len = len.div_ceil(4) * 4;
+    out.file.set_len(len).map_err(io_err(&spec.output))?;
     out.commit()?;
     Ok(len)
 }
