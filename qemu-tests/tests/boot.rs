@@ -380,7 +380,10 @@ fn scenario2_squashfs_extension_appended_as_extra_sysext_cpio() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let trusted = signed_by("trusted");
-    let args: Vec<&str> = ["--id", "_any", "--fs", "squashfs"].into_iter().chain(trusted.iter().map(String::as_str)).collect();
+    let args: Vec<&str> = ["--id", "_any", "--fs", "squashfs"]
+        .into_iter()
+        .chain(trusted.iter().map(String::as_str))
+        .collect();
     let img = sysext(d, &hello_tree(d, "sq", None), "sq", &args);
     let base = initrd(d, &[], &[]);
     let ext_cpio = d.join("ext.cpio");
@@ -397,11 +400,29 @@ fn scenario2_squashfs_extension_appended_as_extra_sysext_cpio() {
 
 /// Debian's own kernel package, fetched once per machine: (vmlinuz, modules dir).
 fn debian_kernel() -> (PathBuf, PathBuf) {
-    let out = run(&mut std::process::Command::new(repo().join("scripts/fetch-debian-kernel")));
+    let out = run(&mut std::process::Command::new(
+        repo().join("scripts/fetch-debian-kernel"),
+    ));
     let root = PathBuf::from(out.trim()).join("root");
-    let boot = std::fs::read_dir(root.join("boot")).unwrap().filter_map(|e| e.ok()).map(|e| e.path());
-    let vmlinuz = boot.into_iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz")).unwrap();
-    let modules = std::fs::read_dir(root.join("lib/modules")).unwrap().next().unwrap().unwrap().path();
+    let boot = std::fs::read_dir(root.join("boot"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path());
+    let vmlinuz = boot
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz")
+        })
+        .unwrap();
+    let modules = std::fs::read_dir(root.join("lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     (vmlinuz, modules)
 }
 
@@ -411,11 +432,25 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
     let d = dir.path();
     let (vmlinuz, modules) = debian_kernel();
     // Debian's kernel trusts only Debian's keys: an unsigned verity image under a verity policy.
-    let img = sysext(d, &hello_tree(d, "deb", None), "deb", &["--id", "_any", "--verity", "hash"]);
+    let img = sysext(
+        d,
+        &hello_tree(d, "deb", None),
+        "deb",
+        &["--id", "_any", "--verity", "hash"],
+    );
     let initrd = initrd(
         d,
         &[&img],
-        &["--modules-dir", s(&modules), "--module", "virtio_pci", "--module", "virtio_blk", "--module", "ext4"],
+        &[
+            "--modules-dir",
+            s(&modules),
+            "--module",
+            "virtio_pci",
+            "--module",
+            "virtio_blk",
+            "--module",
+            "ext4",
+        ],
     );
     let root = root_tree(d, "");
     let (disk, part_uuid, _) = root_disk(d, &root);
@@ -429,14 +464,26 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
         timeout: Duration::from_secs(180),
     }
     .boot();
-    assert!(!boot.timed_out, "QEMU did not end by itself:\n{}", boot.console);
+    assert!(
+        !boot.timed_out,
+        "QEMU did not end by itself:\n{}",
+        boot.console
+    );
     boot.expect("initrd-sysext: modules: ")
         .expect_not("module dm_verity: ")
         .expect("deb: erofs root image, Verity")
         .expect("HELLO-FROM-deb: BusyBox")
         .expect("mounted /dev/vda1 (ext4, ro) on /sysroot")
         .expect("ROOT-INIT: done");
-    let line = boot.console.lines().find(|l| l.contains("initrd-sysext: modules: ")).unwrap();
-    eprintln!("scenario 6: {line}; /init at {:?} s, switch root at {:?} s, wall {:?}",
-        boot.time_of("starting as PID 1"), boot.time_of("switch root"), boot.wall);
+    let line = boot
+        .console
+        .lines()
+        .find(|l| l.contains("initrd-sysext: modules: "))
+        .unwrap();
+    eprintln!(
+        "scenario 6: {line}; /init at {:?} s, switch root at {:?} s, wall {:?}",
+        boot.time_of("starting as PID 1"),
+        boot.time_of("switch root"),
+        boot.wall
+    );
 }
