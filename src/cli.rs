@@ -10,7 +10,8 @@ use lexopt::{Parser, ValueExt};
 use crate::build::genkey::{self, Issuer};
 use crate::build::initrd::{self, Compression};
 use crate::build::output;
-use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
+use crate::build::repart::{Definitions, Flags};
+use crate::build::sysext::{self, FsKind, Hierarchies, Identity, Spec, VerityMode};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
 use crate::runtime::policy::Policy;
@@ -25,6 +26,7 @@ usage: initrd-sysext [-v] COMMAND ...
                [--id ID [--version-id V] | --os-release FILE] [--arch x86-64|arm64]
                [--fs erofs|squashfs] [--partition root|usr] [--verity signed|hash|off]
                [--key K --cert C] [--seed UUID] [--split] [--force] --output OUT.raw
+               [--definitions DIR]  (systemd-repart *.conf instead of --fs/--partition/--verity)
   build initrd [--tree DIR] [--kver V] [--modules-dir DIR] [--module NAME]... [--cert C]...
                [--secondary-cert C]...
                [--extension IMG]... [--init BINARY] [--compress zstd|none] [--level N]
@@ -168,6 +170,8 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
         fs: FsKind::Erofs,
         designator: Designator::Root,
         verity: VerityMode::Signed,
+        hierarchies: Hierarchies::ALL,
+        partitions: Default::default(),
         signing: None,
         seed: None,
         split: false,
@@ -176,7 +180,8 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
         source_date_epoch: source_date_epoch()?,
     };
     let (mut tree, mut name, mut output, mut key, mut cert) = (None, None, None, None, None);
-    let (mut id, mut version_id, mut verity) = (None, None, None);
+    let (mut id, mut version_id) = (None, None);
+    let (mut flags, mut definitions) = (Flags::default(), None);
     while let Some(arg) = p.next()? {
         match arg {
             Long("tree") => tree = Some(path(p)?),
@@ -189,22 +194,17 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
             Long("os-release") => s.identity = Identity::OsRelease(path(p)?),
             Long("arch") => {
                 let a = string(p)?;
-                s.arch = Arch::from_name(&a)
+                let arch = Arch::from_name(&a)
                     .ok_or_else(|| usage(format!("--arch {a:?}: x86-64 or arm64")))?;
+                flags.arch = Some(arch);
             }
             Long("fs") => {
-                s.fs = choose(
-                    &string(p)?,
-                    "--fs",
-                    &[("erofs", FsKind::Erofs), ("squashfs", FsKind::Squashfs)],
-                )?
+                let kinds = [("erofs", FsKind::Erofs), ("squashfs", FsKind::Squashfs)];
+                flags.fs = Some(choose(&string(p)?, "--fs", &kinds)?);
             }
             Long("partition") => {
-                s.designator = choose(
-                    &string(p)?,
-                    "--partition",
-                    &[("root", Designator::Root), ("usr", Designator::Usr)],
-                )?
+                let designators = [("root", Designator::Root), ("usr", Designator::Usr)];
+                flags.partition = Some(choose(&string(p)?, "--partition", &designators)?);
             }
             Long("verity") => {
                 let modes = [
@@ -212,8 +212,9 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
                     ("hash", VerityMode::Hash),
                     ("off", VerityMode::Off),
                 ];
-                verity = Some(choose(&string(p)?, "--verity", &modes)?)
+                flags.verity = Some(choose(&string(p)?, "--verity", &modes)?);
             }
+            Long("definitions") => definitions = Some(path(p)?),
             Long("key") => key = Some(path(p)?),
             Long("cert") => cert = Some(path(p)?),
             Long("seed") => {
@@ -242,12 +243,7 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
         (None, None) => None,
         _ => return Err(usage("--key and --cert go together")),
     };
-    // Without a key the default is an unsigned verity image.
-    s.verity = verity.unwrap_or(if s.signing.is_some() {
-        VerityMode::Signed
-    } else {
-        VerityMode::Hash
-    });
+    layout(&mut s, flags, definitions.as_deref())?;
     let r = sysext::build(&s).map_err(failed)?;
     println!("{}", r.output.display());
     log::info!(
@@ -265,6 +261,29 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
     if let Some(fp) = &r.fingerprint {
         log::info!("signed by certificate {fp}");
     }
+    Ok(())
+}
+
+/// Filesystem, partition, architecture and verity from the flags and, with `--definitions`,
+/// the repart files (with which a given flag must agree); their hierarchies, labels and flags.
+fn layout(s: &mut Spec, flags: Flags, definitions: Option<&Path>) -> Result<(), CliError> {
+    let flags = match definitions {
+        Some(dir) => {
+            let defs = Definitions::load(dir).map_err(failed)?;
+            s.hierarchies = defs.hierarchies;
+            s.partitions = defs.partitions.clone();
+            defs.merge(flags, s.signing.is_some()).map_err(failed)?
+        }
+        None => flags,
+    };
+    s.fs = flags.fs.unwrap_or(FsKind::Erofs);
+    s.designator = flags.partition.unwrap_or(Designator::Root);
+    s.arch = flags.arch.unwrap_or_else(Arch::host);
+    // Without a key the default is an unsigned verity image.
+    s.verity = flags.verity.unwrap_or(match s.signing {
+        Some(_) => VerityMode::Signed,
+        None => VerityMode::Hash,
+    });
     Ok(())
 }
 

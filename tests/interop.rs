@@ -258,8 +258,9 @@ fn existing_output_is_kept_without_force() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// The reference walkthrough's repart layout, built by Debian's systemd-repart.
-fn repart_image(dir: &Path, key: &Path, cert: &Path) -> PathBuf {
+/// The reference walkthrough's mkosi.repart/ files in `dir/repart.d`, each with its `extra`
+/// lines appended (10-root.conf's from line 8 on); returns the directory.
+fn walkthrough_definitions(dir: &Path, extra: [&str; 3]) -> PathBuf {
     let defs = dir.join("repart.d");
     fs::create_dir_all(&defs).unwrap();
     let conf = [
@@ -267,9 +268,15 @@ fn repart_image(dir: &Path, key: &Path, cert: &Path) -> PathBuf {
         ("20-root-verity.conf", "Type=root-verity\nVerity=hash\nVerityMatchKey=root\nMinimize=best\n"),
         ("30-root-verity-sig.conf", "Type=root-verity-sig\nVerity=signature\nVerityMatchKey=root\n"),
     ];
-    for (name, body) in conf {
-        fs::write(defs.join(name), format!("[Partition]\n{body}")).unwrap();
+    for ((name, body), extra) in conf.into_iter().zip(extra) {
+        fs::write(defs.join(name), format!("[Partition]\n{body}{extra}")).unwrap();
     }
+    defs
+}
+
+/// The reference walkthrough's repart layout, built by Debian's systemd-repart.
+fn repart_image(dir: &Path, key: &Path, cert: &Path) -> PathBuf {
+    let defs = walkthrough_definitions(dir, ["", "", ""]);
     let tree = dir.join("rtree");
     fs::create_dir_all(tree.join("usr/lib/extension-release.d")).unwrap();
     fs::create_dir_all(tree.join("usr/bin")).unwrap();
@@ -316,6 +323,190 @@ fn repart_images_pass_inspect_and_verify() {
     assert_eq!(flags, &serde_json::json!(["grow-fs"]));
     let out = ours_ok(&["verify", s(&image), "--cert", s(&cert)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+/// Each partition's (label, flags), from our inspect --json.
+fn labels_and_flags(image: &Path) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let out = ours_ok(&["inspect", "--json", s(image)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parts = v["partitions"].as_array().unwrap();
+    parts
+        .iter()
+        .map(|p| (p["label"].clone(), p["flags"].clone()))
+        .collect()
+}
+
+#[test]
+fn definitions_build_the_walkthrough_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    sample_tree(&tree, "sample");
+    let (key, cert) = genkey(dir.path(), "signer");
+    let defs = walkthrough_definitions(dir.path(), ["", "", ""]);
+    let image = dir.path().join("sample.raw");
+    ours_ok(&[
+        "build",
+        "sysext",
+        "--definitions",
+        s(&defs),
+        "--tree",
+        s(&tree),
+        "--name",
+        "sample",
+        "--key",
+        s(&key),
+        "--cert",
+        s(&cert),
+        "--seed",
+        SEED,
+        "--output",
+        s(&image),
+    ]);
+    let out = run(Command::new("systemd-dissect").args(["--json=short", s(&image)]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mounts = v["mounts"].as_array().unwrap();
+    let designators: Vec<_> = mounts.iter().map(|m| m["designator"].clone()).collect();
+    assert_eq!(designators, ["root", "root-verity", "root-verity-sig"]);
+    assert_eq!(mounts[0]["fstype"], "squashfs");
+    assert_eq!(mounts[0]["verity"], "signed");
+    let out = ours_ok(&["verify", s(&image), "--cert", s(&cert)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    // CopyFiles=/usr/ leaves opt/ out.
+    let (off, size) = partition(&image, 1);
+    let data = dir.path().join("data.img");
+    extract(&image, off, size, &data);
+    let out = run(Command::new("unsquashfs").args(["-l", s(&data)]));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("usr/bin/tool"), "{listing}");
+    assert!(
+        !listing.contains("squashfs-root/opt"),
+        "opt/ is not in CopyFiles=:\n{listing}"
+    );
+
+    // Labels and flags as systemd-repart 252 writes them for these files.
+    let want = [
+        ("root-x86-64", vec!["grow-fs"]),
+        ("root-x86-64-verity", vec!["read-only"]),
+        ("root-x86-64-verity-sig", vec![]),
+    ]
+    .map(|(l, f)| (serde_json::json!(l), serde_json::json!(f)));
+    assert_eq!(labels_and_flags(&image), want);
+    if is_root() {
+        let theirs = repart_image(dir.path(), &key, &cert);
+        assert_eq!(labels_and_flags(&theirs), want, "systemd-repart's own");
+    }
+}
+
+#[test]
+fn definitions_errors_exit_1_and_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    sample_tree(&tree, "x");
+    let (key, cert) = genkey(dir.path(), "k");
+    let build = |extra: [&str; 3], flags: &[&str]| {
+        let defs = walkthrough_definitions(dir.path(), extra);
+        let out = dir.path().join("x.raw");
+        let mut args = vec![
+            "build",
+            "sysext",
+            "--definitions",
+            s(&defs),
+            "--tree",
+            s(&tree),
+        ];
+        args.extend(["--name", "x", "--output", s(&out)]);
+        args.extend(flags);
+        let o = ours(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(!out.exists());
+        stderr(&o)
+    };
+    let keys = ["--key", s(&key), "--cert", s(&cert)];
+    let e = build(["Encrypt=key-file\n", "", ""], &keys);
+    assert!(
+        e.contains("repart.d/10-root.conf:8: Encrypt= is not supported"),
+        "{e}"
+    );
+    let e = build(
+        ["", "", ""],
+        &["--fs", "erofs", keys[0], keys[1], keys[2], keys[3]],
+    );
+    assert!(
+        e.contains("--fs erofs contradicts") && e.contains("Format=squashfs"),
+        "{e}"
+    );
+    let e = build(["", "", ""], &[]);
+    assert!(
+        e.contains("30-root-verity-sig.conf: Verity=signature needs --key and --cert"),
+        "{e}"
+    );
+}
+
+/// `build sysext` with a fixed seed and SOURCE_DATE_EPOCH; the image's bytes.
+fn reproducible_build(out: &Path, args: &[&str]) -> Vec<u8> {
+    let o = Command::new(BIN)
+        .args(["build", "sysext", "--seed", SEED, "--output", s(out)])
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    fs::read(out).unwrap()
+}
+
+#[test]
+fn definitions_and_flags_give_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    sample_tree(&tree, "sample");
+    let (key, cert) = genkey(dir.path(), "k");
+    let common = [
+        "--tree",
+        s(&tree),
+        "--name",
+        "sample",
+        "--key",
+        s(&key),
+        "--cert",
+        s(&cert),
+    ];
+    let flags = [
+        "--fs",
+        "squashfs",
+        "--partition",
+        "root",
+        "--verity",
+        "signed",
+    ];
+    let by_flags = reproducible_build(
+        &dir.path().join("flags.raw"),
+        &[&common[..], &flags].concat(),
+    );
+    let with_defs = |name: &str, extra: [&str; 3]| {
+        let defs = walkthrough_definitions(&dir.path().join(name), extra);
+        let args = [&common[..], &["--definitions", s(&defs)]].concat();
+        reproducible_build(&dir.path().join(format!("{name}.raw")), &args)
+    };
+    // The walkthrough plus /opt/ and our default flags: read-only everywhere, no grow-fs.
+    let defaults = with_defs(
+        "same",
+        ["CopyFiles=/opt/\nReadOnly=yes\n", "", "ReadOnly=yes\n"],
+    );
+    assert!(
+        defaults == by_flags,
+        "definitions and flags built different images"
+    );
+    // repart 252's flags and a label change only the GPT (primary and backup tables).
+    let extra = ["CopyFiles=/opt/\n", "", "Label=sample-sig\n"];
+    let repart = with_defs("repart", extra);
+    assert_eq!(repart.len(), by_flags.len());
+    let partitions = 40 * 512..by_flags.len() - 33 * 512;
+    assert!(repart[partitions.clone()] == by_flags[partitions]);
+    let gpt = labels_and_flags(&dir.path().join("repart.raw"));
+    let sig = (serde_json::json!("sample-sig"), serde_json::json!([]));
+    assert_eq!(gpt[2], sig, "{gpt:?}");
+    assert_eq!(gpt[0].1, serde_json::json!(["grow-fs"]));
 }
 
 /// (description, byte offset to flip, expected message fragment)

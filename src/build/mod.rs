@@ -3,5 +3,6 @@
 pub mod genkey;
 pub mod initrd;
 pub mod output;
+pub mod repart;
 pub mod sysext;
 pub mod tree;

@@ -1,6 +1,7 @@
 //! `build sysext`: a directory tree (optionally reduced over a base tree) becomes a DDI —
 //! GPT with the data filesystem, its dm-verity hash partition and the signature partition.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,69 @@ pub enum VerityMode {
     Signed,
 }
 
+impl VerityMode {
+    /// The `--verity` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerityMode::Off => "off",
+            VerityMode::Hash => "hash",
+            VerityMode::Signed => "signed",
+        }
+    }
+}
+
+/// The top-level directories of the tree that the image carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hierarchies {
+    pub usr: bool,
+    pub opt: bool,
+}
+
+impl Hierarchies {
+    pub const ALL: Hierarchies = Hierarchies {
+        usr: true,
+        opt: true,
+    };
+
+    fn contains(self, name: &OsStr) -> bool {
+        (self.usr && name == "usr") || (self.opt && name == "opt")
+    }
+
+    fn describe(self) -> &'static str {
+        match (self.usr, self.opt) {
+            (true, true) => "usr/ and opt/",
+            (true, false) => "usr/",
+            (false, true) => "opt/",
+            (false, false) => "nothing",
+        }
+    }
+}
+
+/// A GPT label and attribute flags to write instead of the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionOverride {
+    pub label: Option<String>,
+    pub flags: Option<u64>,
+}
+
+/// Label and flag overrides per partition role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub data: PartitionOverride,
+    pub verity: PartitionOverride,
+    pub signature: PartitionOverride,
+}
+
+impl Overrides {
+    fn get(&self, role: Role) -> &PartitionOverride {
+        match role {
+            Role::Data => &self.data,
+            Role::Verity => &self.verity,
+            Role::Signature => &self.signature,
+        }
+    }
+}
+
 /// Where ID / VERSION_ID / SYSEXT_LEVEL come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
@@ -95,6 +159,10 @@ pub struct Spec {
     pub fs: FsKind,
     pub designator: Designator,
     pub verity: VerityMode,
+    /// Which of `usr/` and `opt/` the image carries (repart `CopyFiles=`).
+    pub hierarchies: Hierarchies,
+    /// GPT labels and flags other than the defaults (read-only, `root-x86-64…`).
+    pub partitions: Overrides,
     pub signing: Option<(PathBuf, PathBuf)>,
     pub seed: Option<Uuid>,
     pub split: bool,
@@ -199,7 +267,7 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
         clamp_mtime: spec.source_date_epoch,
     };
     let full = Tree::scan(&spec.tree, &scan)?;
-    let mut tree = keep_hierarchies(&full, spec.base.as_deref());
+    let mut tree = keep_hierarchies(&full, spec.hierarchies, spec.base.as_deref());
     let rel_path = format!(
         "usr/lib/extension-release.d/extension-release.{}",
         spec.name
@@ -219,19 +287,20 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
     })
 }
 
-/// Keeps `usr/` and `opt/` (minus os-release) and, over a base, only what the base lacks
+/// Keeps `hier` (`usr/` minus os-release, `opt/`) and, over a base, only what the base lacks
 /// (mkosi `Overlay=yes`): non-directories present in the base are dropped, then directories
 /// left empty that the base already has.
-fn keep_hierarchies(full: &Tree, base: Option<&Path>) -> Tree {
+fn keep_hierarchies(full: &Tree, hier: Hierarchies, base: Option<&Path>) -> Tree {
     let dropped: Vec<String> = full
         .children(0)
         .iter()
         .map(|&c| String::from_utf8_lossy(&full.nodes[c].name).into_owned())
-        .filter(|n| n != "usr" && n != "opt")
+        .filter(|n| !hier.contains(OsStr::new(n)))
         .collect();
     if !dropped.is_empty() {
         warn!(
-            "only usr/ and opt/ are merged; leaving out: {}",
+            "keeping only {}; leaving out: {}",
+            hier.describe(),
             dropped.join(", ")
         );
     }
@@ -239,9 +308,9 @@ fn keep_hierarchies(full: &Tree, base: Option<&Path>) -> Tree {
     let kept = full.retain(|t, id| {
         let rel = t.path(id);
         let top = rel.components().next().map(|c| c.as_os_str().to_owned());
-        let hier = top.is_some_and(|c| c == "usr" || c == "opt");
+        let carried = top.is_some_and(|c| hier.contains(&c));
         let dir = matches!(t.nodes[id].kind, Kind::Dir { .. });
-        hier && rel != Path::new("usr/lib/os-release") && (dir || !in_base(&rel))
+        carried && rel != Path::new("usr/lib/os-release") && (dir || !in_base(&rel))
     });
     let pruned = match base {
         Some(b) => kept.prune_empty_dirs(|rel| b.join(rel).is_dir()),
@@ -450,13 +519,19 @@ fn assemble_ddi(
     verity: Option<&Verity>,
 ) -> Result<u64, BuildError> {
     let (d, a) = (spec.designator, spec.arch);
-    let part = |role, uuid, offset, size| NewPartition {
-        type_uuid: gpt::type_uuid(d, role, a),
-        uuid,
-        offset,
-        size,
-        flags: gpt::FLAG_READ_ONLY,
-        label: gpt::default_label(d, role, a),
+    let part = |role, uuid, offset, size| {
+        let custom = spec.partitions.get(role);
+        NewPartition {
+            type_uuid: gpt::type_uuid(d, role, a),
+            uuid,
+            offset,
+            size,
+            flags: custom.flags.unwrap_or(gpt::FLAG_READ_ONLY),
+            label: custom
+                .label
+                .clone()
+                .unwrap_or_else(|| gpt::default_label(d, role, a)),
+        }
     };
     let data_off = gpt::FIRST_OFFSET;
     let mut parts = Vec::new();
