@@ -1,18 +1,28 @@
 //! `inspect`: what an extension image holds — partitions, filesystem, verity parameters,
-//! root hash and signature — or what an initrd's cpio members hold, as text or JSON.
+//! root hash, signature and extension-release file (read without mounting) — or what an
+//! initrd's cpio members hold, as text or JSON.
 
+use std::fmt::Display;
+use std::fs::File;
 use std::path::Path;
 
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
-use crate::format::gpt;
-use crate::format::signature;
-use crate::runtime::dissect::{self, DissectError, Dissected, HashSource};
+use crate::format::blob::Blob;
+use crate::format::gpt::{self, Designator};
+use crate::format::release::{self, Candidate, Release};
+use crate::format::{erofs_read, signature, squashfs_read};
+use crate::runtime::dissect::{self, DissectError, Dissected, FsType, HashSource};
+
+/// Largest extension-release file read.
+const RELEASE_MAX: u64 = 64 << 10;
+const STRICT_XATTR: &str = "user.extension-release.strict";
 
 /// The image's description as JSON (the text form is rendered from it).
 pub fn describe(path: &Path, certs: &[X509]) -> Result<Value, DissectError> {
     let d = dissect::dissect(path, None)?;
+    let (extension_release, scope) = release_info(path, &d);
     Ok(json!({
         "path": path.display().to_string(),
         "kind": if d.table.is_some() { "ddi" } else { "naked" },
@@ -24,6 +34,8 @@ pub fn describe(path: &Path, certs: &[X509]) -> Result<Value, DissectError> {
         "verity": verity(&d),
         "root_hash": d.root_hash_hex(),
         "signature": signature_info(&d, certs),
+        "extension_release": extension_release,
+        "scope": scope,
     }))
 }
 
@@ -93,6 +105,114 @@ fn signature_info(d: &Dissected, certs: &[X509]) -> Value {
     })
 }
 
+/// The extension-release file as JSON (its path in the image and its fields, or why it could
+/// not be read) and the `SYSEXT_SCOPE` it declares.
+fn release_info(path: &Path, d: &Dissected) -> (Value, Value) {
+    match read_release(path, d) {
+        Ok((file, rel)) => {
+            let fields: serde_json::Map<String, Value> = rel
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect();
+            let scope = rel.get("SYSEXT_SCOPE").unwrap_or("system portable");
+            (json!({ "file": file, "fields": fields }), json!(scope))
+        }
+        Err(error) => (json!({ "error": error }), Value::Null),
+    }
+}
+
+/// Reads the extension-release file systemd would match the image by, from its data
+/// filesystem.
+fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = release::image_name(file_name);
+    let dir = match d.designator {
+        Some(Designator::Usr) => "lib/extension-release.d",
+        _ => "usr/lib/extension-release.d",
+    };
+    let at = d.data.offset;
+    match d.fs {
+        FsType::Erofs => {
+            let fs = erofs_read::Reader::open(&file, at).map_err(|e| e.to_string())?;
+            find_release(&fs, dir, name)
+        }
+        FsType::Squashfs => {
+            let fs = squashfs_read::Reader::open(&file, at).map_err(|e| e.to_string())?;
+            find_release(&fs, dir, name)
+        }
+        other => Err(format!("cannot read {} filesystems", other.name())),
+    }
+}
+
+/// Chooses among the `extension-release.*` files of `dir` as systemd does, and parses it.
+fn find_release<R: ReadFs>(fs: &R, dir: &str, name: &str) -> Result<(String, Release), String> {
+    let err = |e: R::Error| e.to_string();
+    let mut candidates = Vec::new();
+    for (file_name, is_dir) in fs.list(dir).map_err(err)? {
+        if is_dir || !file_name.starts_with("extension-release.") {
+            continue;
+        }
+        let strict = fs.xattr(&format!("{dir}/{file_name}"), STRICT_XATTR);
+        candidates.push(Candidate {
+            not_strict: strict.map_err(err)?.is_some_and(|v| is_false(&v)),
+            file_name,
+        });
+    }
+    let chosen = release::select(&candidates, name).map_err(|e| e.to_string())?;
+    let file = format!("{dir}/{}", chosen.file_name);
+    let bytes = fs.read_file(&file, RELEASE_MAX).map_err(err)?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8"))?;
+    let rel = Release::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+    Ok((file, rel))
+}
+
+/// An xattr value systemd's boolean parser reads as false.
+fn is_false(value: &[u8]) -> bool {
+    matches!(value, b"0" | b"false" | b"no" | b"n" | b"off")
+}
+
+/// What [`find_release`] needs from a filesystem reader.
+trait ReadFs {
+    type Error: Display;
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error>;
+    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error>;
+    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+}
+
+impl<B: Blob + ?Sized> ReadFs for erofs_read::Reader<'_, B> {
+    type Error = erofs_read::ReadError;
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
+        erofs_read::Reader::list(self, dir)
+    }
+
+    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error> {
+        erofs_read::Reader::read_file(self, path, max)
+    }
+
+    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+        erofs_read::Reader::xattr(self, path, name)
+    }
+}
+
+impl<B: Blob + ?Sized> ReadFs for squashfs_read::Reader<'_, B> {
+    type Error = squashfs_read::ReadError;
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
+        squashfs_read::Reader::list(self, dir)
+    }
+
+    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error> {
+        squashfs_read::Reader::read_file(self, path, max)
+    }
+
+    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+        squashfs_read::Reader::xattr(self, path, name)
+    }
+}
+
 /// Renders the JSON description as aligned text.
 pub fn render_text(v: &Value) -> String {
     let mut out = String::new();
@@ -143,7 +263,20 @@ pub fn render_text(v: &Value) -> String {
     if let Some(subject) = sig["signer"]["subject"].as_str() {
         out += &format!(", signer {subject}");
     }
-    out + "\n"
+    out += &format!("\nscope:        {}\n", s("scope"));
+    out + &render_release(&v["extension_release"])
+}
+
+/// The extension-release file's path, then one `KEY=VALUE` line per field; or the error.
+fn render_release(r: &Value) -> String {
+    if let Some(error) = r["error"].as_str() {
+        return format!("release:      error: {error}\n");
+    }
+    let mut out = format!("release:      {}\n", r["file"].as_str().unwrap_or("-"));
+    for (k, v) in r["fields"].as_object().into_iter().flatten() {
+        out += &format!("  {k}={}\n", v.as_str().unwrap_or(""));
+    }
+    out
 }
 
 /// True if the file starts like a cpio archive, plain or zstd/gzip-compressed.
@@ -197,4 +330,81 @@ pub fn render_cpio(entries: &Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tree::{Content, Kind, Meta, Tree};
+    use crate::format::{erofs, squashfs};
+
+    const DIR: &str = "usr/lib/extension-release.d";
+
+    fn release_tree() -> Tree {
+        let dir_meta = Meta::generated(0o755, 0);
+        let mut t = Tree::new(dir_meta.clone());
+        let file = |text: &str| Kind::File {
+            content: Content::Bytes(text.as_bytes().to_vec()),
+            size: text.len() as u64,
+        };
+        let loose = Meta {
+            xattrs: vec![(STRICT_XATTR.as_bytes().to_vec(), b"0".to_vec())],
+            ..Meta::generated(0o644, 0)
+        };
+        let strict = Meta::generated(0o644, 0);
+        for (name, meta, text) in [
+            ("extension-release.loose", loose, "ID=_any\n"),
+            (
+                "extension-release.tool",
+                strict,
+                "ID=debian\nSYSEXT_SCOPE=initrd\n",
+            ),
+        ] {
+            let path = format!("{DIR}/{name}");
+            t.insert(&path, meta, file(text), &dir_meta).unwrap();
+        }
+        t
+    }
+
+    fn check<R: ReadFs>(fs: &R) {
+        let (file, rel) = find_release(fs, DIR, "tool_1.2").unwrap();
+        assert_eq!(file, format!("{DIR}/extension-release.tool"));
+        assert_eq!(rel.get("SYSEXT_SCOPE"), Some("initrd"));
+        let (file, _) = find_release(fs, DIR, "other").unwrap();
+        assert_eq!(file, format!("{DIR}/extension-release.loose"));
+        let missing = find_release(fs, "lib/extension-release.d", "tool").unwrap_err();
+        assert!(missing.contains("no such file"), "{missing}");
+    }
+
+    #[test]
+    fn release_is_chosen_from_erofs_and_squashfs() {
+        let tree = release_tree();
+        let image = tempfile::tempfile().unwrap();
+        let opts = erofs::Options {
+            uuid: [0; 16],
+            build_time: 0,
+        };
+        erofs::write(&tree, &image, 4096, &opts).unwrap();
+        check(&erofs_read::Reader::open(&image, 4096).unwrap());
+        let image = tempfile::tempfile().unwrap();
+        squashfs::write(&tree, &image, 0, &squashfs::Options::default()).unwrap();
+        check(&squashfs_read::Reader::open(&image, 0).unwrap());
+    }
+
+    #[test]
+    fn text_shows_scope_and_release_fields() {
+        let mut v = json!({
+            "signature": { "status": "absent" },
+            "scope": "initrd",
+            "extension_release": { "file": "x/extension-release.a", "fields": { "ID": "a" } },
+        });
+        let text = render_text(&v);
+        assert!(text.contains("\nscope:        initrd\n"), "{text}");
+        assert!(
+            text.ends_with("release:      x/extension-release.a\n  ID=a\n"),
+            "{text}"
+        );
+        v["extension_release"] = json!({ "error": "boom" });
+        assert!(render_text(&v).ends_with("release:      error: boom\n"));
+    }
 }

@@ -1,4 +1,5 @@
-//! EROFS image writer (uncompressed, inline tails) and superblock probe.
+//! EROFS image writer (uncompressed, inline tails) and superblock probe; the reader is in
+//! [`super::erofs_read`].
 //!
 //! Layout: block 0 holds the superblock; the metadata area starts at block 1 and holds every
 //! inode record: the inode, its inline xattrs and, when they fit in one block together, the
@@ -17,21 +18,21 @@ use crate::build::tree::{Content, Kind, Node, NodeId, Tree, TreeError};
 
 const BLOCK: u64 = 4096;
 const BLOCK_BITS: u8 = 12;
-const MAGIC: u32 = 0xE0F5_E1E2;
-const SB_OFFSET: usize = 1024;
-const COMPAT_SB_CHKSUM: u32 = 1;
+pub(super) const MAGIC: u32 = 0xE0F5_E1E2;
+pub(super) const SB_OFFSET: usize = 1024;
+pub(super) const COMPAT_SB_CHKSUM: u32 = 1;
 /// The metadata area (inodes) starts at block 1; nids count 32-byte slots from there.
 const META_BLKADDR: u64 = 1;
 const META_START: u64 = META_BLKADDR * BLOCK;
-const INODE_SLOT: u64 = 32;
-const COMPACT_LEN: usize = 32;
-const EXTENDED_LEN: usize = 64;
-const LAYOUT_FLAT_PLAIN: u16 = 0;
-const LAYOUT_FLAT_INLINE: u16 = 2;
-const XATTR_HEADER_LEN: usize = 12;
-const DIRENT_LEN: usize = 12;
-const NAME_MAX: usize = 255;
-const FT_DIR: u8 = 2;
+pub(super) const INODE_SLOT: u64 = 32;
+pub(super) const COMPACT_LEN: usize = 32;
+pub(super) const EXTENDED_LEN: usize = 64;
+pub(super) const LAYOUT_FLAT_PLAIN: u16 = 0;
+pub(super) const LAYOUT_FLAT_INLINE: u16 = 2;
+pub(super) const XATTR_HEADER_LEN: usize = 12;
+pub(super) const DIRENT_LEN: usize = 12;
+pub(super) const NAME_MAX: usize = 255;
+pub(super) const FT_DIR: u8 = 2;
 /// Metadata blocks kept open for first-fit packing.
 const META_WINDOW: usize = 256;
 /// Settled metadata is written out in chunks of at least this size.
@@ -543,7 +544,7 @@ const CRC32C_TABLE: [u32; 256] = {
 };
 
 /// CRC-32C like the kernel's `crc32c(seed, data, len)`: no final inversion.
-fn crc32c(seed: u32, data: &[u8]) -> u32 {
+pub(super) fn crc32c(seed: u32, data: &[u8]) -> u32 {
     data.iter().fold(seed, |c, &byte| {
         CRC32C_TABLE[((c ^ u32::from(byte)) & 0xff) as usize] ^ (c >> 8)
     })

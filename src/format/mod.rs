@@ -2,11 +2,13 @@
 
 pub mod blob;
 pub mod erofs;
+pub mod erofs_read;
 pub mod gpt;
 pub mod hex;
 pub mod kmod;
 pub mod release;
 pub mod signature;
 pub mod squashfs;
+pub mod squashfs_read;
 pub mod uuid;
 pub mod verity;

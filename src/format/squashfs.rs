@@ -1,4 +1,5 @@
-//! SquashFS 4.0 image writer (zstd, parallel) and superblock probe.
+//! SquashFS 4.0 image writer (zstd, parallel) and superblock probe; the reader is in
+//! [`super::squashfs_read`].
 //!
 //! Image layout, in order: superblock, compressor options (only for a non-default level, as
 //! mksquashfs does), data and fragment blocks, inode table, directory table, fragment table,
@@ -36,12 +37,12 @@ pub const DEFAULT_LEVEL: i32 = 10;
 const MAGIC: &[u8; 4] = b"hsqs";
 const BLOCK_SIZE: usize = 128 * 1024;
 const BLOCK_LOG: u16 = 17;
-const METADATA_SIZE: usize = 8192;
-const SUPERBLOCK_SIZE: u64 = 96;
+pub(super) const METADATA_SIZE: usize = 8192;
+pub(super) const SUPERBLOCK_SIZE: u64 = 96;
 /// Images are padded to a multiple of this, like mksquashfs does.
 const PAD_TO: u64 = 4096;
 
-const COMPRESSION_ZSTD: u16 = 6;
+pub(super) const COMPRESSION_ZSTD: u16 = 6;
 /// The zstd level that mksquashfs records by omitting the compressor options.
 const MKSQUASHFS_ZSTD_LEVEL: i32 = 15;
 const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
@@ -50,32 +51,33 @@ const FLAG_ALWAYS_FRAGMENTS: u16 = 0x0020;
 const FLAG_COMPRESSOR_OPTIONS: u16 = 0x0400;
 
 /// Size-word bit of a data or fragment block stored uncompressed.
-const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
+pub(super) const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
 /// Header bit of a metadata block stored uncompressed.
-const META_UNCOMPRESSED: u16 = 0x8000;
-const NO_FRAGMENT: u32 = u32::MAX;
-const NO_XATTR: u32 = u32::MAX;
-const NO_TABLE: u64 = u64::MAX;
+pub(super) const META_UNCOMPRESSED: u16 = 0x8000;
+pub(super) const NO_FRAGMENT: u32 = u32::MAX;
+pub(super) const NO_XATTR: u32 = u32::MAX;
+pub(super) const NO_TABLE: u64 = u64::MAX;
 
-const DIR: u16 = 1;
-const FILE: u16 = 2;
-const SYMLINK: u16 = 3;
+pub(super) const DIR: u16 = 1;
+pub(super) const FILE: u16 = 2;
+pub(super) const SYMLINK: u16 = 3;
 const BLOCK_DEV: u16 = 4;
 const CHAR_DEV: u16 = 5;
 const FIFO: u16 = 6;
 const SOCKET: u16 = 7;
 /// Added to a basic inode type to get its extended variant.
-const EXTENDED: u16 = 7;
+pub(super) const EXTENDED: u16 = 7;
 
-const DIR_HEADER_SIZE: usize = 12;
-const DIR_ENTRY_SIZE: usize = 8;
-const DIR_RUN_MAX: usize = 256;
+pub(super) const DIR_HEADER_SIZE: usize = 12;
+pub(super) const DIR_ENTRY_SIZE: usize = 8;
+pub(super) const DIR_RUN_MAX: usize = 256;
 /// Longest file name the kernel accepts.
-const NAME_MAX: usize = 256;
+pub(super) const NAME_MAX: usize = 256;
 /// Directory sizes count the `.` and `..` entries the kernel synthesises.
-const DIR_SIZE_BIAS: usize = 3;
+pub(super) const DIR_SIZE_BIAS: usize = 3;
 
-const XATTR_PREFIXES: [(&[u8], u16); 3] = [(b"user.", 0), (b"trusted.", 1), (b"security.", 2)];
+pub(super) const XATTR_PREFIXES: [(&[u8], u16); 3] =
+    [(b"user.", 0), (b"trusted.", 1), (b"security.", 2)];
 
 /// Options for [`write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,1802 @@
+//! SquashFS 4.0 reader: looks up paths, lists directories and reads small regular files and
+//! extended attributes of an image at a byte offset of a [`Blob`], without mounting it.
+//!
+//! It reads what our writer and mksquashfs make with gzip, xz (LZMA2 only, no BCJ filter) or
+//! zstd compression, or none: basic and extended inodes, fragments, sparse blocks, and the
+//! xattr table with out-of-line values. The image is untrusted: every field is checked before
+//! it is used, every read stays within `bytes_used`, decompression is bounded by the block
+//! size, directories are capped at [`DIR_MAX`] bytes and xattr sets at [`XATTR_SET_MAX`].
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+
+use super::blob::Blob;
+use super::squashfs::{
+    probe, BLOCK_UNCOMPRESSED, COMPRESSION_ZSTD, DIR, DIR_ENTRY_SIZE, DIR_HEADER_SIZE, DIR_RUN_MAX,
+    DIR_SIZE_BIAS, EXTENDED, FILE, METADATA_SIZE, META_UNCOMPRESSED, NAME_MAX, NO_FRAGMENT,
+    NO_TABLE, NO_XATTR, SUPERBLOCK_SIZE, SYMLINK, XATTR_PREFIXES,
+};
+
+const COMPRESSION_GZIP: u16 = 1;
+const COMPRESSION_XZ: u16 = 4;
+const BLOCK_SIZES: std::ops::RangeInclusive<u32> = 4096..=1 << 20;
+/// Size bits of a data block's size word.
+const BLOCK_SIZE_MASK: u32 = BLOCK_UNCOMPRESSED - 1;
+const FRAGMENTS_PER_BLOCK: u64 = (METADATA_SIZE / 16) as u64;
+const XATTR_IDS_PER_BLOCK: u64 = (METADATA_SIZE / 16) as u64;
+const EXT_DIR: u16 = DIR + EXTENDED;
+const EXT_FILE: u16 = FILE + EXTENDED;
+const EXT_SYMLINK: u16 = SYMLINK + EXTENDED;
+const EXT_BLOCK_DEV: u16 = 11;
+const EXT_CHAR_DEV: u16 = 12;
+const EXT_FIFO: u16 = 13;
+const EXT_SOCKET: u16 = 14;
+/// Xattr type bit: the value is a reference to a value stored elsewhere.
+const XATTR_OOL: u16 = 0x100;
+const XATTR_NAME_MAX: u16 = 255;
+const XATTR_VALUE_MAX: u32 = 65536;
+/// Longest symlink target the kernel reads.
+const SYMLINK_MAX: u32 = 4096;
+/// Metadata blocks kept decompressed: every lookup walks the same directories again.
+const META_CACHE: usize = 16;
+/// Largest directory listing read, some 2 million entries.
+pub const DIR_MAX: u64 = 64 << 20;
+/// Largest set of xattrs read for one inode, in bytes as stored.
+pub const XATTR_SET_MAX: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading {len} bytes at byte {pos} of the image: {source}")]
+    Io {
+        pos: u64,
+        len: u64,
+        source: io::Error,
+    },
+    #[error("byte {pos} of the image: {field} is {value}, expected {expected}")]
+    Corrupt {
+        pos: u64,
+        field: &'static str,
+        value: u64,
+        expected: &'static str,
+    },
+    #[error("byte {pos} of the image: {len} bytes would run past the filesystem's end at {end}")]
+    PastEnd { pos: u64, len: u64, end: u64 },
+    #[error("compressor {id} ({name}) is not supported")]
+    Compressor { id: u16, name: &'static str },
+    #[error("byte {pos} of the image: {compressor} block: {reason}")]
+    Decompress {
+        pos: u64,
+        compressor: &'static str,
+        reason: String,
+    },
+    #[error("directory {path:?}: {reason}")]
+    Directory { path: String, reason: &'static str },
+    #[error("{path:?}: '..' is not allowed in paths")]
+    BadPath { path: String },
+    #[error("{path:?}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path:?}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{path:?}: is a symbolic link, which is not followed")]
+    Symlink { path: String },
+    #[error("{path:?}: not a regular file")]
+    NotAFile { path: String },
+    #[error("{path:?}: {size} bytes, over the limit of {max}")]
+    TooBig { path: String, size: u64, max: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compressor {
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+impl Compressor {
+    fn from_id(id: u16) -> Result<Compressor, ReadError> {
+        match id {
+            COMPRESSION_GZIP => Ok(Compressor::Gzip),
+            COMPRESSION_XZ => Ok(Compressor::Xz),
+            COMPRESSION_ZSTD => Ok(Compressor::Zstd),
+            _ => {
+                let names = ["none", "gzip", "lzma", "lzo", "xz", "lz4"];
+                let name = names.get(usize::from(id)).unwrap_or(&"unknown");
+                Err(ReadError::Compressor { id, name })
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compressor::Gzip => "gzip",
+            Compressor::Xz => "xz",
+            Compressor::Zstd => "zstd",
+        }
+    }
+
+    /// Decompresses one block into at most `max` bytes.
+    fn decompress(self, raw: &[u8], max: usize) -> Result<Vec<u8>, String> {
+        match self {
+            Compressor::Gzip => inflate(raw, max),
+            Compressor::Xz => xz::decode(raw, max).map_err(str::to_owned),
+            Compressor::Zstd => zstd::bulk::decompress(raw, max).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A zlib stream (what squashfs calls gzip) of at most `max` bytes.
+fn inflate(raw: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(max + 1);
+    let mut z = flate2::Decompress::new(true);
+    match z.decompress_vec(raw, &mut out, flate2::FlushDecompress::Finish) {
+        Ok(flate2::Status::StreamEnd) if out.len() <= max => Ok(out),
+        Ok(_) => Err(format!("truncated, or larger than {max} bytes")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The superblock fields the reader uses, checked.
+struct Superblock {
+    compressor: Compressor,
+    block_size: u32,
+    fragments: u32,
+    root: u64,
+    bytes_used: u64,
+    xattr_table: u64,
+    inode_table: u64,
+    dir_table: u64,
+    fragment_table: u64,
+}
+
+/// A read-only view of a SquashFS filesystem at `offset` of a [`Blob`].
+pub struct Reader<'a, B: Blob + ?Sized> {
+    blob: &'a B,
+    offset: u64,
+    sb: Superblock,
+    /// Recently read metadata blocks.
+    cache: RefCell<Vec<CachedBlock>>,
+}
+
+/// A metadata block: its position, uncompressed bytes and the next block's position.
+struct CachedBlock {
+    pos: u64,
+    data: Rc<[u8]>,
+    next: u64,
+}
+
+/// An inode: its basic type, xattr index and what lookups and reads need.
+struct Inode {
+    kind: u16,
+    xattr: u32,
+    body: Body,
+}
+
+enum Body {
+    Dir(Listing),
+    File(FileInode),
+    Other,
+}
+
+/// Where a directory's listing is: block (relative to the table), offset, size in bytes.
+struct Listing {
+    block: u32,
+    offset: u16,
+    size: u64,
+}
+
+struct FileInode {
+    start: u64,
+    size: u64,
+    fragment: u32,
+    fragment_offset: u32,
+}
+
+struct Entry {
+    name: Vec<u8>,
+    inode: u64,
+    kind: u16,
+}
+
+impl<'a, B: Blob + ?Sized> Reader<'a, B> {
+    /// Parses and checks the superblock.
+    pub fn open(blob: &'a B, offset: u64) -> Result<Self, ReadError> {
+        let io = |len| {
+            move |source| ReadError::Io {
+                pos: offset,
+                len,
+                source,
+            }
+        };
+        let size = blob.size().map_err(io(0))?;
+        let b = blob
+            .read_vec_at(offset, SUPERBLOCK_SIZE)
+            .map_err(io(SUPERBLOCK_SIZE))?;
+        let bad = |at: u64, field, value, expected| ReadError::Corrupt {
+            pos: offset + at,
+            field,
+            value,
+            expected,
+        };
+        if !probe(&b) {
+            let expected = "\"hsqs\" and version 4.0";
+            return Err(bad(0, "magic", le32(&b, 0).into(), expected));
+        }
+        let block_size = le32(&b, 12);
+        if !BLOCK_SIZES.contains(&block_size)
+            || !block_size.is_power_of_two()
+            || u32::from(le16(&b, 22)) != block_size.trailing_zeros()
+        {
+            let expected = "a power of two in 4 KiB..=1 MiB matching block_log";
+            return Err(bad(12, "block_size", block_size.into(), expected));
+        }
+        let bytes_used = le64(&b, 40);
+        if bytes_used > size - offset {
+            return Err(bad(40, "bytes_used", bytes_used, "within the image"));
+        }
+        let sb = Superblock {
+            compressor: Compressor::from_id(le16(&b, 20))?,
+            block_size,
+            fragments: le32(&b, 16),
+            root: le64(&b, 32),
+            bytes_used,
+            xattr_table: le64(&b, 56),
+            inode_table: le64(&b, 64),
+            dir_table: le64(&b, 72),
+            fragment_table: le64(&b, 80),
+        };
+        if sb.inode_table > sb.dir_table || sb.dir_table >= bytes_used {
+            let expected = "inode table <= directory table < bytes_used";
+            return Err(bad(64, "inode_table", sb.inode_table, expected));
+        }
+        if sb.xattr_table != NO_TABLE && sb.xattr_table >= bytes_used {
+            return Err(bad(56, "xattr_table", sb.xattr_table, "below bytes_used"));
+        }
+        Ok(Reader {
+            blob,
+            offset,
+            sb,
+            cache: RefCell::default(),
+        })
+    }
+
+    /// Lists a directory: (name, is_dir) sorted by name.
+    pub fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
+        let listing = expect_dir(self.lookup(dir)?, dir)?;
+        let mut out: Vec<(String, bool)> = self
+            .entries(&listing, dir)?
+            .into_iter()
+            .map(|e| {
+                let name = String::from_utf8_lossy(&e.name).into_owned();
+                (name, e.kind == DIR || e.kind == EXT_DIR)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads a regular file of at most `max` bytes; a symlink is not followed.
+    pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        let (inode, mut blocks) = self.lookup_with_blocks(path)?;
+        let file = match inode.body {
+            Body::File(f) => f,
+            _ if inode.kind == SYMLINK => return Err(ReadError::Symlink { path: path.into() }),
+            _ => return Err(ReadError::NotAFile { path: path.into() }),
+        };
+        if file.size > max {
+            return Err(ReadError::TooBig {
+                path: path.into(),
+                size: file.size,
+                max,
+            });
+        }
+        self.file_data(&file, &mut blocks)
+    }
+
+    /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
+    pub fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        let index = self.lookup(path)?.xattr;
+        let wanted = XATTR_PREFIXES
+            .iter()
+            .find_map(|&(prefix, kind)| Some((kind, name.as_bytes().strip_prefix(prefix)?)));
+        let Some((kind, suffix)) = wanted.filter(|_| index != NO_XATTR) else {
+            return Ok(None);
+        };
+        let (kv_start, mut kv, count) = self.xattr_set(index)?;
+        let mut used = 0u64;
+        for _ in 0..count {
+            let entry_kind = kv.u16()?;
+            let name_len = kv.u16()?;
+            if name_len > XATTR_NAME_MAX {
+                return Err(kv.corrupt("xattr name size", name_len.into(), "at most 255"));
+            }
+            let entry_name = kv.bytes(name_len.into())?;
+            let value = match entry_kind & XATTR_OOL {
+                0 => kv.sized_value()?,
+                _ => self.ool_value(kv_start, &mut kv)?,
+            };
+            used += 8 + u64::from(name_len) + value.len() as u64;
+            if used > XATTR_SET_MAX {
+                return Err(kv.corrupt("xattr set size", used, "at most 4 MiB"));
+            }
+            if entry_kind & !XATTR_OOL == kind && entry_name == suffix {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The xattr set of inode xattr index `index`: the key/value area start, a stream at the
+    /// set, and its entry count.
+    fn xattr_set(&self, index: u32) -> Result<(u64, Meta<'_, 'a, B>, u32), ReadError> {
+        let table = self.sb.xattr_table;
+        if table == NO_TABLE {
+            return Err(self.corrupt(56, "xattr_table", table, "a table, as inodes use it"));
+        }
+        let header = self.read(table, 16)?;
+        let (kv_start, ids) = (le64(&header, 0), le32(&header, 8));
+        if index >= ids {
+            let expected = "below the xattr id count";
+            return Err(self.corrupt(table + 8, "xattr index", index.into(), expected));
+        }
+        let index = u64::from(index);
+        let slot = table + 16 + index / XATTR_IDS_PER_BLOCK * 8;
+        let block = le64(&self.read(slot, 8)?, 0);
+        let mut id = Meta::new(self, block, (index % XATTR_IDS_PER_BLOCK * 16) as usize)?;
+        let (reference, count) = (id.u64()?, id.u32()?);
+        Ok((kv_start, self.meta_at(kv_start, reference)?, count))
+    }
+
+    /// An out-of-line value: its 8-byte reference in `kv`, then the value it points to.
+    fn ool_value(&self, kv_start: u64, kv: &mut Meta<'_, 'a, B>) -> Result<Vec<u8>, ReadError> {
+        let len = kv.u32()?;
+        if len != 8 {
+            return Err(kv.corrupt("out-of-line xattr reference size", len.into(), "8"));
+        }
+        let reference = kv.u64()?;
+        self.meta_at(kv_start, reference)?.sized_value()
+    }
+
+    /// The inode at the end of `path`, following no symlink.
+    fn lookup(&self, path: &str) -> Result<Inode, ReadError> {
+        Ok(self.lookup_with_blocks(path)?.0)
+    }
+
+    /// The inode at the end of `path`, and a stream at what follows it (a file's block sizes).
+    fn lookup_with_blocks(&self, path: &str) -> Result<(Inode, Meta<'_, 'a, B>), ReadError> {
+        let mut found = self.inode(self.sb.root)?;
+        let mut walked = String::new();
+        for name in components(path)? {
+            let listing = expect_dir(found.0, &walked)?;
+            let entries = self.entries(&listing, &walked)?;
+            push(&mut walked, name);
+            let entry = entries
+                .into_iter()
+                .find(|e| e.name == name.as_bytes())
+                .ok_or_else(|| ReadError::NotFound {
+                    path: walked.clone(),
+                })?;
+            found = self.inode(entry.inode)?;
+        }
+        Ok(found)
+    }
+
+    /// Reads the inode at `reference` (block << 16 | offset in the inode table).
+    fn inode(&self, reference: u64) -> Result<(Inode, Meta<'_, 'a, B>), ReadError> {
+        let block = self.sb.inode_table.saturating_add(reference >> 16);
+        if block >= self.sb.dir_table {
+            return Err(self.corrupt(32, "inode reference", reference, "in the inode table"));
+        }
+        let mut m = Meta::new(self, block, (reference & 0xffff) as usize)?;
+        let kind = m.u16()?;
+        m.array::<14>()?; // permissions, owner, mtime, inode number
+        let basic = if kind > EXTENDED {
+            kind - EXTENDED
+        } else {
+            kind
+        };
+        let (body, xattr) = inode_body(kind, &mut m)?;
+        let inode = Inode {
+            kind: basic,
+            xattr,
+            body,
+        };
+        Ok((inode, m))
+    }
+
+    /// A directory's entries in on-disk order.
+    fn entries(&self, listing: &Listing, path: &str) -> Result<Vec<Entry>, ReadError> {
+        let bad = |reason| ReadError::Directory {
+            path: path.into(),
+            reason,
+        };
+        let len = listing
+            .size
+            .checked_sub(DIR_SIZE_BIAS as u64)
+            .ok_or(bad("size below 3"))?;
+        if len > DIR_MAX {
+            return Err(ReadError::TooBig {
+                path: path.into(),
+                size: len,
+                max: DIR_MAX,
+            });
+        }
+        let mut out = Vec::new();
+        if len == 0 {
+            return Ok(out);
+        }
+        let block = self.sb.dir_table.saturating_add(listing.block.into());
+        let mut m = Meta::new(self, block, listing.offset.into())?;
+        let mut used = 0;
+        while used < len {
+            let count = u64::from(m.u32()?) + 1;
+            let (start, _number) = (m.u32()?, m.u32()?);
+            if count > DIR_RUN_MAX as u64 {
+                return Err(bad("more than 256 entries under one header"));
+            }
+            used += DIR_HEADER_SIZE as u64;
+            for _ in 0..count {
+                let (offset, _delta, kind) = (m.u16()?, m.u16()?, m.u16()?);
+                let name_len = usize::from(m.u16()?) + 1;
+                if name_len > NAME_MAX {
+                    return Err(bad("a name longer than 256 bytes"));
+                }
+                out.push(Entry {
+                    name: m.bytes(name_len)?,
+                    inode: u64::from(start) << 16 | u64::from(offset),
+                    kind,
+                });
+                used += (DIR_ENTRY_SIZE + name_len) as u64;
+            }
+            if used > len {
+                return Err(bad("entries run past the listing size"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A file's bytes: its blocks (sizes read from `blocks`), then its fragment tail.
+    fn file_data(&self, f: &FileInode, blocks: &mut Meta<'_, 'a, B>) -> Result<Vec<u8>, ReadError> {
+        let block_size = u64::from(self.sb.block_size);
+        let has_fragment = f.fragment != NO_FRAGMENT;
+        let count = match has_fragment {
+            true => f.size / block_size,
+            false => f.size.div_ceil(block_size),
+        };
+        let mut out = Vec::new();
+        let mut pos = f.start;
+        for _ in 0..count {
+            let word = blocks.u32()?;
+            let want = (f.size - out.len() as u64).min(block_size);
+            if word == 0 {
+                out.resize(out.len() + want as usize, 0);
+                continue;
+            }
+            let data = self.data_block(pos, word)?;
+            if data.len() as u64 != want {
+                let expected = "the block size, or the file's remaining size";
+                return Err(self.corrupt(
+                    pos,
+                    "decompressed block size",
+                    data.len() as u64,
+                    expected,
+                ));
+            }
+            out.extend(data);
+            pos = pos.saturating_add((word & BLOCK_SIZE_MASK).into());
+        }
+        if has_fragment {
+            let tail = (f.size - out.len() as u64) as usize;
+            let fragment = self.fragment(f.fragment)?;
+            let start = f.fragment_offset as usize;
+            let bytes = start
+                .checked_add(tail)
+                .and_then(|end| fragment.get(start..end))
+                .ok_or_else(|| {
+                    let expected = "within the fragment block";
+                    self.corrupt(f.start, "fragment offset", start as u64, expected)
+                })?;
+            out.extend_from_slice(bytes);
+        }
+        Ok(out)
+    }
+
+    /// The uncompressed bytes of fragment block `index`.
+    fn fragment(&self, index: u32) -> Result<Vec<u8>, ReadError> {
+        if index >= self.sb.fragments {
+            let expected = "below the fragment count";
+            return Err(self.corrupt(16, "fragment index", index.into(), expected));
+        }
+        let index = u64::from(index);
+        let slot = self
+            .sb
+            .fragment_table
+            .saturating_add(index / FRAGMENTS_PER_BLOCK * 8);
+        let block = le64(&self.read(slot, 8)?, 0);
+        let mut m = Meta::new(self, block, (index % FRAGMENTS_PER_BLOCK * 16) as usize)?;
+        let (start, word) = (m.u64()?, m.u32()?);
+        self.data_block(start, word)
+    }
+
+    /// A data or fragment block, given its size word.
+    fn data_block(&self, pos: u64, word: u32) -> Result<Vec<u8>, ReadError> {
+        let len = word & !BLOCK_UNCOMPRESSED;
+        if len > self.sb.block_size {
+            return Err(self.corrupt(
+                pos,
+                "block size word",
+                word.into(),
+                "at most the block size",
+            ));
+        }
+        let raw = self.read(pos, len.into())?;
+        match word & BLOCK_UNCOMPRESSED {
+            0 => self.decompress(pos, &raw, self.sb.block_size as usize),
+            _ => Ok(raw),
+        }
+    }
+
+    /// The metadata block at `pos`: its uncompressed bytes and where the next block starts.
+    fn meta_block(&self, pos: u64) -> Result<(Rc<[u8]>, u64), ReadError> {
+        if let Some(c) = self.cache.borrow().iter().find(|c| c.pos == pos) {
+            return Ok((c.data.clone(), c.next));
+        }
+        let header = le16(&self.read(pos, 2)?, 0);
+        let len = header & !META_UNCOMPRESSED;
+        if len == 0 || usize::from(len) > METADATA_SIZE {
+            let expected = "1..=8192";
+            return Err(self.corrupt(pos, "metadata block size", len.into(), expected));
+        }
+        let raw = self.read(pos + 2, len.into())?;
+        let data: Rc<[u8]> = match header & META_UNCOMPRESSED {
+            0 => self.decompress(pos + 2, &raw, METADATA_SIZE)?.into(),
+            _ => raw.into(),
+        };
+        let next = pos + 2 + u64::from(len);
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() == META_CACHE {
+            cache.remove(0);
+        }
+        cache.push(CachedBlock {
+            pos,
+            data: data.clone(),
+            next,
+        });
+        Ok((data, next))
+    }
+
+    /// A metadata stream at `reference` (block << 16 | offset) of the table at `table`.
+    fn meta_at(&self, table: u64, reference: u64) -> Result<Meta<'_, 'a, B>, ReadError> {
+        let block = table.saturating_add(reference >> 16);
+        Meta::new(self, block, (reference & 0xffff) as usize)
+    }
+
+    fn decompress(&self, pos: u64, raw: &[u8], max: usize) -> Result<Vec<u8>, ReadError> {
+        let c = self.sb.compressor;
+        c.decompress(raw, max)
+            .map_err(|reason| ReadError::Decompress {
+                pos: self.offset + pos,
+                compressor: c.name(),
+                reason,
+            })
+    }
+
+    /// `len` bytes at filesystem position `pos`, all below `bytes_used`.
+    fn read(&self, pos: u64, len: u64) -> Result<Vec<u8>, ReadError> {
+        let at = self.offset.saturating_add(pos);
+        if pos
+            .checked_add(len)
+            .is_none_or(|end| end > self.sb.bytes_used)
+        {
+            return Err(ReadError::PastEnd {
+                pos: at,
+                len,
+                end: self.offset + self.sb.bytes_used,
+            });
+        }
+        self.blob
+            .read_vec_at(at, len)
+            .map_err(|source| ReadError::Io {
+                pos: at,
+                len,
+                source,
+            })
+    }
+
+    fn corrupt(
+        &self,
+        pos: u64,
+        field: &'static str,
+        value: u64,
+        expected: &'static str,
+    ) -> ReadError {
+        ReadError::Corrupt {
+            pos: self.offset.saturating_add(pos),
+            field,
+            value,
+            expected,
+        }
+    }
+}
+
+/// The type-specific part of an inode of type `kind`, read from `m`, and its xattr index.
+fn inode_body<B: Blob + ?Sized>(
+    kind: u16,
+    m: &mut Meta<'_, '_, B>,
+) -> Result<(Body, u32), ReadError> {
+    let listing = |block, size: u32, offset| {
+        let size = size.into();
+        Body::Dir(Listing {
+            block,
+            offset,
+            size,
+        })
+    };
+    Ok(match kind {
+        DIR => {
+            let (block, _nlink, size, offset) = (m.u32()?, m.u32()?, m.u16()?, m.u16()?);
+            m.u32()?; // parent
+            (listing(block, size.into(), offset), NO_XATTR)
+        }
+        EXT_DIR => {
+            let (_nlink, size, block, _parent) = (m.u32()?, m.u32()?, m.u32()?, m.u32()?);
+            let (_index_count, offset, xattr) = (m.u16()?, m.u16()?, m.u32()?);
+            (listing(block, size, offset), xattr)
+        }
+        FILE => {
+            let (start, fragment, fragment_offset, size) = (m.u32()?, m.u32()?, m.u32()?, m.u32()?);
+            let file = FileInode {
+                start: start.into(),
+                size: size.into(),
+                fragment,
+                fragment_offset,
+            };
+            (Body::File(file), NO_XATTR)
+        }
+        EXT_FILE => {
+            let (start, size, _sparse, _nlink) = (m.u64()?, m.u64()?, m.u64()?, m.u32()?);
+            let (fragment, fragment_offset, xattr) = (m.u32()?, m.u32()?, m.u32()?);
+            let file = FileInode {
+                start,
+                size,
+                fragment,
+                fragment_offset,
+            };
+            (Body::File(file), xattr)
+        }
+        EXT_SYMLINK => {
+            let (_nlink, len) = (m.u32()?, m.u32()?);
+            if len > SYMLINK_MAX {
+                return Err(m.corrupt("symlink size", len.into(), "at most 4096"));
+            }
+            m.bytes(len as usize)?; // target
+            (Body::Other, m.u32()?)
+        }
+        // Symlinks, devices, fifos and sockets.
+        SYMLINK..=EXTENDED => (Body::Other, NO_XATTR),
+        EXT_BLOCK_DEV | EXT_CHAR_DEV => {
+            m.array::<8>()?; // nlink, rdev
+            (Body::Other, m.u32()?)
+        }
+        EXT_FIFO | EXT_SOCKET => {
+            m.u32()?; // nlink
+            (Body::Other, m.u32()?)
+        }
+        _ => return Err(m.corrupt("inode type", kind.into(), "1..=14")),
+    })
+}
+
+/// A stream of metadata bytes across consecutive metadata blocks.
+struct Meta<'r, 'a, B: Blob + ?Sized> {
+    reader: &'r Reader<'a, B>,
+    /// Filesystem position of the current block, for errors.
+    block: u64,
+    buf: Rc<[u8]>,
+    at: usize,
+    next: u64,
+}
+
+impl<'r, 'a, B: Blob + ?Sized> Meta<'r, 'a, B> {
+    /// The stream from `offset` of the uncompressed block at `block`.
+    fn new(reader: &'r Reader<'a, B>, block: u64, offset: usize) -> Result<Self, ReadError> {
+        let (buf, next) = reader.meta_block(block)?;
+        if offset > buf.len() {
+            let expected = "within the metadata block";
+            return Err(reader.corrupt(block, "metadata offset", offset as u64, expected));
+        }
+        Ok(Meta {
+            reader,
+            block,
+            buf,
+            at: offset,
+            next,
+        })
+    }
+
+    /// Fills `out` from the stream; every block read moves forward in the image, so this ends.
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0;
+        while done < out.len() {
+            if self.at == self.buf.len() {
+                self.block = self.next;
+                (self.buf, self.next) = self.reader.meta_block(self.next)?;
+                self.at = 0;
+            }
+            let take = (out.len() - done).min(self.buf.len() - self.at);
+            out[done..done + take].copy_from_slice(&self.buf[self.at..self.at + take]);
+            (done, self.at) = (done + take, self.at + take);
+        }
+        Ok(())
+    }
+
+    /// The next `n` bytes (`n` is bounded by the caller).
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>, ReadError> {
+        let mut out = vec![0; n];
+        self.fill(&mut out)?;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
+        let mut out = [0; N];
+        self.fill(&mut out)?;
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, ReadError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, ReadError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, ReadError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// A 4-byte size, then that many bytes (an xattr value).
+    fn sized_value(&mut self) -> Result<Vec<u8>, ReadError> {
+        let len = self.u32()?;
+        if len > XATTR_VALUE_MAX {
+            return Err(self.corrupt("xattr value size", len.into(), "at most 65536"));
+        }
+        self.bytes(len as usize)
+    }
+
+    fn corrupt(&self, field: &'static str, value: u64, expected: &'static str) -> ReadError {
+        self.reader.corrupt(self.block, field, value, expected)
+    }
+}
+
+fn expect_dir(inode: Inode, path: &str) -> Result<Listing, ReadError> {
+    match inode.body {
+        Body::Dir(listing) => Ok(listing),
+        _ if inode.kind == SYMLINK => Err(ReadError::Symlink { path: path.into() }),
+        _ => Err(ReadError::NotADirectory { path: path.into() }),
+    }
+}
+
+/// The names along a `/`-separated path relative to the root; empty and `.` parts are
+/// skipped, `..` is refused.
+fn components(path: &str) -> Result<Vec<&str>, ReadError> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(|c| match c {
+            ".." => Err(ReadError::BadPath { path: path.into() }),
+            c => Ok(c),
+        })
+        .collect()
+}
+
+fn push(path: &mut String, name: &str) {
+    if !path.is_empty() {
+        path.push('/');
+    }
+    path.push_str(name);
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// A bounded decoder for the single-block `.xz` streams that squashfs stores (LZMA2 filter
+/// only, as mksquashfs writes without `-Xbcj`), after the LZMA specification and xz-embedded.
+/// The output buffer is the dictionary: a block never exceeds the squashfs block size.
+mod xz {
+    const MAGIC: &[u8; 6] = b"\xfd7zXZ\0";
+    const FILTER_LZMA2: u64 = 0x21;
+    const CHECK_NONE: u8 = 0;
+    const CHECK_CRC32: u8 = 1;
+    const CHECK_CRC64: u8 = 4;
+    const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+
+    type Result<T> = std::result::Result<T, &'static str>;
+
+    /// Decodes the first block of an xz stream into at most `max` bytes.
+    pub(super) fn decode(input: &[u8], max: usize) -> Result<Vec<u8>> {
+        let head = input.get(..12).ok_or("truncated stream header")?;
+        if &head[..6] != MAGIC || head[6] != 0 || crc32(&head[6..8]) != le32(&head[8..]) {
+            return Err("bad stream header");
+        }
+        let check = head[7];
+        let check_len = match check {
+            CHECK_NONE => 0,
+            CHECK_CRC32 => 4,
+            CHECK_CRC64 => 8,
+            _ => return Err("integrity check other than none, CRC32 or CRC64"),
+        };
+        let rest = &input[12..];
+        let header_len = match rest.first() {
+            None => return Err("truncated block header"),
+            Some(0) => return Ok(Vec::new()), // the index: no block
+            Some(&n) => (usize::from(n) + 1) * 4,
+        };
+        let header = rest.get(..header_len).ok_or("truncated block header")?;
+        let unpacked = block_header(header)?;
+        let (out, used) = lzma2(&rest[header_len..], max)?;
+        if unpacked.is_some_and(|n| n != out.len() as u64) {
+            return Err("uncompressed size differs from the block header");
+        }
+        let at = header_len + used.next_multiple_of(4);
+        let stored = rest.get(at..at + check_len).ok_or("truncated check")?;
+        let ok = match check {
+            CHECK_CRC32 => crc32(&out) == le32(stored),
+            CHECK_CRC64 => CRC64.checksum(&out).to_le_bytes() == stored,
+            _ => true,
+        };
+        match ok {
+            true => Ok(out),
+            false => Err("integrity check mismatch"),
+        }
+    }
+
+    /// Checks a block header; returns the uncompressed size if it records one.
+    fn block_header(header: &[u8]) -> Result<Option<u64>> {
+        let (body, crc) = header.split_at(header.len() - 4);
+        if crc32(body) != le32(crc) {
+            return Err("block header CRC32 mismatch");
+        }
+        let flags = body[1];
+        if flags & 0x3f != 0 {
+            return Err("filter chain other than LZMA2 alone (such as BCJ)");
+        }
+        let mut c = Cursor {
+            data: &body[2..],
+            pos: 0,
+        };
+        if flags & 0x40 != 0 {
+            c.varint()?; // compressed size
+        }
+        let unpacked = match flags & 0x80 {
+            0 => None,
+            _ => Some(c.varint()?),
+        };
+        if c.varint()? != FILTER_LZMA2 || c.varint()? != 1 || c.byte()? > 40 {
+            return Err("filter other than LZMA2");
+        }
+        match c.data[c.pos..].iter().all(|&b| b == 0) {
+            true => Ok(unpacked),
+            false => Err("non-zero block header padding"),
+        }
+    }
+
+    /// Decodes LZMA2 chunks into at most `max` bytes; returns them and the input length used.
+    fn lzma2(input: &[u8], max: usize) -> Result<(Vec<u8>, usize)> {
+        let mut c = Cursor {
+            data: input,
+            pos: 0,
+        };
+        let mut out = Window {
+            buf: Vec::new(),
+            start: 0,
+            limit: 0,
+        };
+        let mut lzma: Option<Lzma> = None;
+        let mut need_dict_reset = true;
+        loop {
+            let control = c.byte()?;
+            if control == 0 {
+                return Ok((out.buf, c.pos));
+            }
+            if control >= 0xe0 || control == 1 {
+                need_dict_reset = false;
+                lzma = None; // new properties must follow
+                out.start = out.buf.len();
+            } else if need_dict_reset {
+                return Err("first chunk does not reset the dictionary");
+            }
+            if control < 0x80 {
+                if control > 2 {
+                    return Err("invalid chunk type");
+                }
+                let len = usize::from(c.be16()?) + 1;
+                out.set_limit(len, max)?;
+                out.buf.extend_from_slice(c.take(len)?);
+                continue;
+            }
+            let unpacked = (usize::from(control & 0x1f) << 16) + usize::from(c.be16()?) + 1;
+            let packed = usize::from(c.be16()?) + 1;
+            match control >> 5 {
+                6 | 7 => lzma = Some(Lzma::new(c.byte()?)?),
+                5 => lzma.as_mut().ok_or("chunk without properties")?.reset(),
+                _ => {}
+            }
+            let state = lzma.as_mut().ok_or("chunk without properties")?;
+            out.set_limit(unpacked, max)?;
+            let mut rc = RangeDecoder::new(c.take(packed)?)?;
+            state.decode(&mut rc, &mut out)?;
+            if !rc.finished() {
+                return Err("chunk data left over");
+            }
+        }
+    }
+
+    struct Cursor<'d> {
+        data: &'d [u8],
+        pos: usize,
+    }
+
+    impl<'d> Cursor<'d> {
+        fn take(&mut self, n: usize) -> Result<&'d [u8]> {
+            let bytes = self.data.get(self.pos..self.pos + n).ok_or("truncated")?;
+            self.pos += n;
+            Ok(bytes)
+        }
+
+        fn byte(&mut self) -> Result<u8> {
+            Ok(self.take(1)?[0])
+        }
+
+        fn be16(&mut self) -> Result<u16> {
+            let b = self.take(2)?;
+            Ok(u16::from_be_bytes([b[0], b[1]]))
+        }
+
+        /// A multibyte integer: 7 bits a byte, low first, at most 9 bytes.
+        fn varint(&mut self) -> Result<u64> {
+            let mut v = 0u64;
+            for i in 0..9 {
+                let b = self.byte()?;
+                v |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    return Ok(v);
+                }
+            }
+            Err("integer over 9 bytes")
+        }
+    }
+
+    /// The output so far, which is also the dictionary (from `start`, the last reset).
+    struct Window {
+        buf: Vec<u8>,
+        start: usize,
+        /// End of the current chunk.
+        limit: usize,
+    }
+
+    impl Window {
+        /// Starts a chunk of `len` bytes, refusing output over `max`.
+        fn set_limit(&mut self, len: usize, max: usize) -> Result<()> {
+            self.limit = self.buf.len() + len;
+            match self.limit <= max {
+                true => Ok(()),
+                false => Err("output larger than the block size"),
+            }
+        }
+
+        /// Position since the dictionary reset.
+        fn pos(&self) -> usize {
+            self.buf.len() - self.start
+        }
+
+        fn done(&self) -> bool {
+            self.buf.len() >= self.limit
+        }
+
+        /// The byte `dist + 1` back.
+        fn back(&self, dist: usize) -> Result<u8> {
+            match dist < self.pos() {
+                true => Ok(self.buf[self.buf.len() - dist - 1]),
+                false => Err("distance beyond the dictionary"),
+            }
+        }
+
+        fn push(&mut self, b: u8) {
+            self.buf.push(b);
+        }
+
+        /// Repeats `len` bytes from `dist + 1` back, within the chunk.
+        fn copy(&mut self, dist: usize, len: usize) -> Result<()> {
+            if self.buf.len() + len > self.limit {
+                return Err("match runs past the chunk");
+            }
+            for _ in 0..len {
+                let b = self.back(dist)?;
+                self.push(b);
+            }
+            Ok(())
+        }
+    }
+
+    struct RangeDecoder<'d> {
+        data: &'d [u8],
+        pos: usize,
+        range: u32,
+        code: u32,
+    }
+
+    impl<'d> RangeDecoder<'d> {
+        fn new(data: &'d [u8]) -> Result<Self> {
+            match data {
+                [0, a, b, c, d, ..] => Ok(RangeDecoder {
+                    data,
+                    pos: 5,
+                    range: u32::MAX,
+                    code: u32::from_be_bytes([*a, *b, *c, *d]),
+                }),
+                _ => Err("bad range coder start"),
+            }
+        }
+
+        fn normalize(&mut self) -> Result<()> {
+            if self.range < 1 << 24 {
+                let b = *self.data.get(self.pos).ok_or("truncated chunk")?;
+                self.pos += 1;
+                self.range <<= 8;
+                self.code = self.code << 8 | u32::from(b);
+            }
+            Ok(())
+        }
+
+        fn bit(&mut self, prob: &mut u16) -> Result<usize> {
+            let bound = (self.range >> 11) * u32::from(*prob);
+            let bit = if self.code < bound {
+                self.range = bound;
+                *prob += (2048 - *prob) >> 5;
+                0
+            } else {
+                self.range -= bound;
+                self.code -= bound;
+                *prob -= *prob >> 5;
+                1
+            };
+            self.normalize()?;
+            Ok(bit)
+        }
+
+        fn direct(&mut self, bits: usize) -> Result<usize> {
+            let mut v = 0;
+            for _ in 0..bits {
+                self.range >>= 1;
+                let bit = usize::from(self.code >= self.range);
+                if bit == 1 {
+                    self.code -= self.range;
+                }
+                v = v << 1 | bit;
+                self.normalize()?;
+            }
+            Ok(v)
+        }
+
+        /// A `bits`-bit symbol, high bit first.
+        fn tree(&mut self, probs: &mut [u16], bits: usize) -> Result<usize> {
+            let mut m = 1;
+            for _ in 0..bits {
+                m = m << 1 | self.bit(&mut probs[m])?;
+            }
+            Ok(m - (1 << bits))
+        }
+
+        /// A `bits`-bit symbol, low bit first.
+        fn reverse(&mut self, probs: &mut [u16], bits: usize) -> Result<usize> {
+            let (mut m, mut v) = (1, 0);
+            for i in 0..bits {
+                let bit = self.bit(&mut probs[m])?;
+                m = m << 1 | bit;
+                v |= bit << i;
+            }
+            Ok(v)
+        }
+
+        fn finished(&self) -> bool {
+            self.pos == self.data.len() && self.code == 0
+        }
+    }
+
+    const PROB_INIT: u16 = 1024;
+    const STATES: usize = 12;
+    const POS_STATES: usize = 16;
+    const LITERAL_STATES: usize = 7;
+
+    struct LenDecoder {
+        choice: [u16; 2],
+        low: [[u16; 8]; POS_STATES],
+        mid: [[u16; 8]; POS_STATES],
+        high: [u16; 256],
+    }
+
+    impl LenDecoder {
+        fn new() -> Self {
+            LenDecoder {
+                choice: [PROB_INIT; 2],
+                low: [[PROB_INIT; 8]; POS_STATES],
+                mid: [[PROB_INIT; 8]; POS_STATES],
+                high: [PROB_INIT; 256],
+            }
+        }
+
+        /// A match length minus 2.
+        fn decode(&mut self, rc: &mut RangeDecoder, pos_state: usize) -> Result<usize> {
+            if rc.bit(&mut self.choice[0])? == 0 {
+                return rc.tree(&mut self.low[pos_state], 3);
+            }
+            if rc.bit(&mut self.choice[1])? == 0 {
+                return Ok(8 + rc.tree(&mut self.mid[pos_state], 3)?);
+            }
+            Ok(16 + rc.tree(&mut self.high, 8)?)
+        }
+    }
+
+    /// LZMA decoder state: properties, probabilities, state and the last four distances.
+    struct Lzma {
+        lc: usize,
+        lp: usize,
+        pb: usize,
+        state: usize,
+        reps: [usize; 4],
+        is_match: [u16; STATES * POS_STATES],
+        is_rep: [u16; STATES],
+        is_rep_g0: [u16; STATES],
+        is_rep_g1: [u16; STATES],
+        is_rep_g2: [u16; STATES],
+        is_rep0_long: [u16; STATES * POS_STATES],
+        pos_slot: [[u16; 64]; 4],
+        pos_special: [u16; 115],
+        align: [u16; 16],
+        len: LenDecoder,
+        rep_len: LenDecoder,
+        literal: Vec<u16>,
+    }
+
+    impl Lzma {
+        /// A fresh state for a properties byte (`(pb * 5 + lp) * 9 + lc`).
+        fn new(props: u8) -> Result<Lzma> {
+            let (lc, rest) = (usize::from(props % 9), props / 9);
+            let (lp, pb) = (usize::from(rest % 5), usize::from(rest / 5));
+            match pb <= 4 && lc + lp <= 4 {
+                true => Ok(Lzma::fresh(lc, lp, pb)),
+                false => Err("invalid LZMA properties"),
+            }
+        }
+
+        fn fresh(lc: usize, lp: usize, pb: usize) -> Lzma {
+            Lzma {
+                lc,
+                lp,
+                pb,
+                state: 0,
+                reps: [0; 4],
+                is_match: [PROB_INIT; STATES * POS_STATES],
+                is_rep: [PROB_INIT; STATES],
+                is_rep_g0: [PROB_INIT; STATES],
+                is_rep_g1: [PROB_INIT; STATES],
+                is_rep_g2: [PROB_INIT; STATES],
+                is_rep0_long: [PROB_INIT; STATES * POS_STATES],
+                pos_slot: [[PROB_INIT; 64]; 4],
+                pos_special: [PROB_INIT; 115],
+                align: [PROB_INIT; 16],
+                len: LenDecoder::new(),
+                rep_len: LenDecoder::new(),
+                literal: vec![PROB_INIT; 0x300 << (lc + lp)],
+            }
+        }
+
+        /// Resets the state and probabilities, keeping the properties.
+        fn reset(&mut self) {
+            *self = Lzma::fresh(self.lc, self.lp, self.pb);
+        }
+
+        /// Decodes symbols until the window reaches its chunk limit.
+        fn decode(&mut self, rc: &mut RangeDecoder, out: &mut Window) -> Result<()> {
+            while !out.done() {
+                let pos_state = out.pos() & ((1 << self.pb) - 1);
+                let s = self.state;
+                if rc.bit(&mut self.is_match[s * POS_STATES + pos_state])? == 0 {
+                    self.literal(rc, out)?;
+                    continue;
+                }
+                let len = if rc.bit(&mut self.is_rep[s])? == 0 {
+                    let len = self.len.decode(rc, pos_state)?;
+                    self.state = if s < LITERAL_STATES { 7 } else { 10 };
+                    let dist = self.distance(rc, len)?;
+                    self.reps.rotate_right(1);
+                    self.reps[0] = dist;
+                    len
+                } else {
+                    if rc.bit(&mut self.is_rep_g0[s])? == 0 {
+                        let long = &mut self.is_rep0_long[s * POS_STATES + pos_state];
+                        if rc.bit(long)? == 0 {
+                            self.state = if s < LITERAL_STATES { 9 } else { 11 };
+                            out.copy(self.reps[0], 1)?;
+                            continue;
+                        }
+                    } else {
+                        let i = if rc.bit(&mut self.is_rep_g1[s])? == 0 {
+                            1
+                        } else {
+                            2 + rc.bit(&mut self.is_rep_g2[s])?
+                        };
+                        self.reps[..=i].rotate_right(1);
+                    }
+                    self.state = if s < LITERAL_STATES { 8 } else { 11 };
+                    self.rep_len.decode(rc, pos_state)?
+                };
+                out.copy(self.reps[0], len + 2)?;
+            }
+            Ok(())
+        }
+
+        fn literal(&mut self, rc: &mut RangeDecoder, out: &mut Window) -> Result<()> {
+            let prev = out.back(0).unwrap_or(0);
+            let lit_state = ((out.pos() & ((1 << self.lp) - 1)) << self.lc)
+                + (usize::from(prev) >> (8 - self.lc));
+            let probs = &mut self.literal[0x300 * lit_state..][..0x300];
+            let mut symbol = 1;
+            if self.state >= LITERAL_STATES {
+                let mut match_byte = usize::from(out.back(self.reps[0])?);
+                while symbol < 0x100 {
+                    let match_bit = (match_byte >> 7) & 1;
+                    match_byte <<= 1;
+                    let bit = rc.bit(&mut probs[((1 + match_bit) << 8) + symbol])?;
+                    symbol = symbol << 1 | bit;
+                    if match_bit != bit {
+                        break;
+                    }
+                }
+            }
+            while symbol < 0x100 {
+                symbol = symbol << 1 | rc.bit(&mut probs[symbol])?;
+            }
+            out.push(symbol as u8);
+            self.state = match self.state {
+                0..=3 => 0,
+                4..=9 => self.state - 3,
+                _ => self.state - 6,
+            };
+            Ok(())
+        }
+
+        /// A match distance minus 1, for a match of length `len` + 2.
+        fn distance(&mut self, rc: &mut RangeDecoder, len: usize) -> Result<usize> {
+            let slot = rc.tree(&mut self.pos_slot[len.min(3)], 6)?;
+            if slot < 4 {
+                return Ok(slot);
+            }
+            let bits = (slot >> 1) - 1;
+            let base = (2 | (slot & 1)) << bits;
+            if slot < 14 {
+                return Ok(base + rc.reverse(&mut self.pos_special[base - slot..], bits)?);
+            }
+            Ok(base + (rc.direct(bits - 4)? << 4) + rc.reverse(&mut self.align, 4)?)
+        }
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        CRC32.checksum(data)
+    }
+
+    fn le32(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tree::{Kind, ScanOptions, Tree};
+    use crate::format::squashfs::{self, Options};
+    use std::fs::{self, File};
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+    use std::process::Command;
+
+    const RELEASE: &str = "usr/lib/extension-release.d/extension-release.foo";
+    const BLOCK: usize = 128 * 1024;
+
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+        rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+    }
+
+    /// Compressible text that does not repeat block to block.
+    fn text(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 32);
+        let mut i = 0;
+        while out.len() < len {
+            out.extend_from_slice(format!("line {i} of some text\n").as_bytes());
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Incompressible bytes (xorshift).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A source tree with whole blocks, tails in fragments, sparse and incompressible blocks,
+    /// a directory needing several headers and metadata blocks, symlinks, a fifo, hard links
+    /// and xattrs (one large value shared by several files, stored out of line by mksquashfs).
+    fn populate(d: &Path) {
+        fs::create_dir_all(d.join("usr/lib/extension-release.d")).unwrap();
+        fs::create_dir_all(d.join("empty-dir")).unwrap();
+        fs::create_dir_all(d.join("many")).unwrap();
+        fs::write(d.join(RELEASE), b"ID=_any\nSYSEXT_SCOPE=initrd\n").unwrap();
+        fs::write(d.join("usr/lib/empty"), b"").unwrap();
+        fs::write(d.join("usr/lib/block"), text(BLOCK)).unwrap();
+        fs::write(d.join("usr/lib/tail"), text(2 * BLOCK + 1000)).unwrap();
+        fs::write(d.join("usr/lib/noise"), noise(BLOCK + 77)).unwrap();
+        let mut sparse = vec![0; 2 * BLOCK];
+        sparse.extend(text(500));
+        fs::write(d.join("usr/lib/sparse"), sparse).unwrap();
+        symlink("tail", d.join("usr/lib/link")).unwrap();
+        fs::hard_link(d.join("usr/lib/tail"), d.join("hard")).unwrap();
+        let fifo = rustix::fs::FileType::Fifo;
+        rustix::fs::mknodat(rustix::fs::CWD, d.join("fifo"), fifo, 0o600.into(), 0).unwrap();
+        // Mostly empty files: every lookup decompresses the listing again.
+        for i in 0..600 {
+            let name = format!("many/{i:03}-{}", "n".repeat(i % 60));
+            let content = if i % 50 == 7 {
+                i.to_string()
+            } else {
+                String::new()
+            };
+            fs::write(d.join(name), content).unwrap();
+        }
+        set_xattr(&d.join(RELEASE), "user.extension-release.strict", b"0");
+        let shared = text(300);
+        for f in ["usr/lib/block", "usr/lib/noise", "many/007-nnnnnnn"] {
+            set_xattr(&d.join(f), "user.shared", &shared);
+        }
+        set_xattr(&d.join("usr/lib/noise"), "user.own", b"noise");
+        set_xattr(&d.join("usr"), "user.dir", b"");
+        set_xattr(&d.join("empty-dir"), "trusted.t", b"t");
+    }
+
+    fn source() -> (tempfile::TempDir, Tree) {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        populate(&src);
+        let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
+        (tmp, tree)
+    }
+
+    /// Every directory lists like the tree, every file reads back, every xattr is found.
+    fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree, what: &str) {
+        for id in tree.walk() {
+            let node = &tree.nodes[id];
+            let path = tree.path(id).to_str().unwrap().to_owned();
+            // Each lookup in "many" reads its listing again: its listing covers the empty files.
+            let empty = matches!(node.kind, Kind::File { size: 0, .. });
+            if path.starts_with("many/") && empty && node.meta.xattrs.is_empty() {
+                continue;
+            }
+            let read = r.read_file(&path, u64::MAX);
+            match &node.kind {
+                Kind::Dir { children } => {
+                    let want: Vec<(String, bool)> = children
+                        .iter()
+                        .map(|&c| {
+                            let name = String::from_utf8(tree.nodes[c].name.clone()).unwrap();
+                            (name, matches!(tree.nodes[c].kind, Kind::Dir { .. }))
+                        })
+                        .collect();
+                    assert_eq!(r.list(&path).unwrap(), want, "{what}: {path:?}");
+                    assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}");
+                }
+                Kind::File { content, .. } => {
+                    let got = read.unwrap_or_else(|e| panic!("{what}: {path:?}: {e}"));
+                    assert!(got == content.read().unwrap(), "{what}: {path:?}");
+                }
+                Kind::Symlink(_) => assert!(matches!(read, Err(ReadError::Symlink { .. }))),
+                _ => assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}"),
+            }
+            for (name, value) in &node.meta.xattrs {
+                let name = std::str::from_utf8(name).unwrap();
+                let got = r.xattr(&path, name).unwrap();
+                assert_eq!(got.as_ref(), Some(value), "{what}: {path:?} {name}");
+            }
+            assert_eq!(r.xattr(&path, "user.absent").unwrap(), None);
+            assert_eq!(r.xattr(&path, "system.other").unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn reads_our_images_at_an_offset() {
+        let (tmp, tree) = source();
+        let image = tmp.path().join("image");
+        let file = File::create(&image).unwrap();
+        squashfs::write(&tree, &file, 8192, &Options::default()).unwrap();
+        let file = File::open(&image).unwrap();
+        let r = Reader::open(&file, 8192).unwrap();
+        assert_eq!(r.sb.compressor, Compressor::Zstd);
+        assert_matches(&r, &tree, "ours");
+        assert_eq!(
+            r.list("/usr//lib/./extension-release.d/").unwrap(),
+            [("extension-release.foo".to_owned(), false)]
+        );
+        assert!(Reader::open(&file, 0).is_err());
+    }
+
+    fn have(tool: &str) -> bool {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn mksquashfs(src: &Path, image: &Path, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("mksquashfs")
+            .arg(src)
+            .arg(image)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "mksquashfs {args:?}: {err}");
+        fs::read(image).unwrap()
+    }
+
+    #[test]
+    fn reads_mksquashfs_images() {
+        if !have("mksquashfs") {
+            eprintln!("skipping: mksquashfs not found");
+            return;
+        }
+        let (tmp, tree) = source();
+        let src = tmp.path().join("src");
+        let variants: [(&[&str], Compressor); 7] = [
+            (&[], Compressor::Gzip),
+            (&["-comp", "zstd"], Compressor::Zstd),
+            (&["-comp", "xz"], Compressor::Xz),
+            (&["-comp", "xz", "-b", "8192"], Compressor::Xz),
+            (&["-noI", "-noD", "-noF", "-noX"], Compressor::Gzip),
+            (&["-no-fragments", "-b", "16384"], Compressor::Gzip),
+            (
+                &["-always-use-fragments", "-comp", "zstd"],
+                Compressor::Zstd,
+            ),
+        ];
+        for (i, (args, compressor)) in variants.into_iter().enumerate() {
+            let image = mksquashfs(&src, &tmp.path().join(format!("image{i}")), args);
+            let r = Reader::open(&image[..], 0).unwrap();
+            assert_eq!(r.sb.compressor, compressor);
+            assert_matches(&r, &tree, &format!("{args:?}"));
+        }
+    }
+
+    #[test]
+    fn unsupported_compressors_and_filters_are_typed() {
+        if !have("mksquashfs") {
+            eprintln!("skipping: mksquashfs not found");
+            return;
+        }
+        let (tmp, _) = source();
+        let src = tmp.path().join("src");
+        let image = mksquashfs(&src, &tmp.path().join("lz4"), &["-comp", "lz4"]);
+        assert!(matches!(
+            Reader::open(&image[..], 0),
+            Err(ReadError::Compressor { id: 5, name: "lz4" })
+        ));
+        // x86 code, where the BCJ filter wins on some blocks.
+        fs::write(src.join("sh"), fs::read("/bin/sh").unwrap()).unwrap();
+        let args = ["-comp", "xz", "-Xbcj", "x86", "-b", "4096"];
+        let image = mksquashfs(&src, &tmp.path().join("bcj"), &args);
+        let r = Reader::open(&image[..], 0).unwrap();
+        assert!(matches!(
+            r.read_file("sh", u64::MAX),
+            Err(ReadError::Decompress { compressor: "xz", reason, .. }) if reason.contains("BCJ")
+        ));
+        assert_eq!(r.list("usr").unwrap(), [("lib".to_owned(), true)]);
+    }
+
+    #[test]
+    fn path_errors_are_typed() {
+        let (tmp, tree) = source();
+        let image = tmp.path().join("image");
+        squashfs::write(
+            &tree,
+            &File::create(&image).unwrap(),
+            0,
+            &Options::default(),
+        )
+        .unwrap();
+        let bytes = fs::read(&image).unwrap();
+        let r = Reader::open(&bytes[..], 0).unwrap();
+        let err = |res: Result<Vec<u8>, ReadError>| res.unwrap_err();
+        assert!(matches!(
+            err(r.read_file("usr/missing", 10)),
+            ReadError::NotFound { path } if path == "usr/missing"
+        ));
+        assert!(matches!(
+            err(r.read_file("usr/lib/tail/x", 10)),
+            ReadError::NotADirectory { path } if path == "usr/lib/tail"
+        ));
+        assert!(matches!(
+            err(r.read_file("usr/lib/link/x", 10)),
+            ReadError::Symlink { path } if path == "usr/lib/link"
+        ));
+        let size = 2 * BLOCK as u64 + 1000;
+        assert!(matches!(
+            err(r.read_file("usr/lib/tail", size - 1)),
+            ReadError::TooBig { size: s, .. } if s == size
+        ));
+        assert_eq!(
+            r.read_file("usr/lib/tail", size).unwrap().len() as u64,
+            size
+        );
+        assert!(matches!(
+            err(r.read_file("usr/lib/link", 10)),
+            ReadError::Symlink { .. }
+        ));
+        assert!(matches!(
+            err(r.read_file("usr/../hard", 10)),
+            ReadError::BadPath { .. }
+        ));
+        assert!(matches!(
+            r.list("hard"),
+            Err(ReadError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            r.xattr("nowhere", "user.x"),
+            Err(ReadError::NotFound { .. })
+        ));
+    }
+
+    fn small_image() -> Vec<u8> {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("usr/lib/extension-release.d")).unwrap();
+        fs::write(src.join(RELEASE), b"ID=_any\n").unwrap();
+        fs::write(src.join("usr/tail"), text(5000)).unwrap();
+        symlink("tail", src.join("usr/link")).unwrap();
+        set_xattr(&src.join(RELEASE), "user.extension-release.strict", b"0");
+        let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
+        let image = tmp.path().join("image");
+        let file = File::create(&image).unwrap();
+        squashfs::write(&tree, &file, 0, &Options::default()).unwrap();
+        fs::read(&image).unwrap()
+    }
+
+    #[test]
+    fn bad_superblocks_are_refused() {
+        let good = small_image();
+        let open = |at: usize, value: u8| {
+            let mut b = good.clone();
+            b[at] = value;
+            Reader::open(&b[..], 0).err()
+        };
+        assert!(open(0, b'h').is_none());
+        assert!(matches!(
+            open(0, b'x'),
+            Some(ReadError::Corrupt {
+                pos: 0,
+                field: "magic",
+                ..
+            })
+        ));
+        assert!(matches!(
+            open(22, 16),
+            Some(ReadError::Corrupt {
+                pos: 12,
+                field: "block_size",
+                ..
+            })
+        ));
+        assert!(matches!(
+            open(20, 3),
+            Some(ReadError::Compressor { id: 3, name: "lzo" })
+        ));
+        assert!(matches!(
+            open(47, 1),
+            Some(ReadError::Corrupt {
+                pos: 40,
+                field: "bytes_used",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Reader::open(&good[..90], 0),
+            Err(ReadError::Io { .. })
+        ));
+    }
+
+    /// Tries every operation; only panics (and hangs) matter.
+    fn exercise(image: &[u8]) {
+        let Ok(r) = Reader::open(image, 0) else {
+            return;
+        };
+        for dir in ["", "usr", "usr/lib/extension-release.d"] {
+            let _ = r.list(dir);
+        }
+        for file in [RELEASE, "usr/tail", "usr/link"] {
+            let _ = r.read_file(file, 1 << 20);
+            let _ = r.xattr(file, "user.extension-release.strict");
+        }
+    }
+
+    /// Deterministic xorshift64 bytes for mutations.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// Changes 1 to 4 bytes of `b`.
+        fn mutate(&mut self, b: &mut [u8]) {
+            for _ in 0..1 + self.next() % 4 {
+                let at = (self.next() % b.len() as u64) as usize;
+                b[at] = match self.next() % 3 {
+                    0 => self.next() as u8,
+                    1 => b[at] ^ (1 << (self.next() % 8)),
+                    _ => [0, 0xff, 0x80, 0x7f][(self.next() % 4) as usize],
+                };
+            }
+        }
+    }
+
+    /// Mutates `good` `rounds` times: its superblock, anywhere, or mostly its metadata
+    /// tables, which sit at the end.
+    fn fuzz(good: &[u8], rounds: usize, seed: u64) {
+        let mut rng = Rng(seed);
+        let used = (le64(good, 40) as usize).min(good.len());
+        let tables = used.saturating_sub(4096);
+        for _ in 0..rounds {
+            let mut b = good.to_vec();
+            match rng.next() % 4 {
+                0 => rng.mutate(&mut b[..96]),
+                1 => rng.mutate(&mut b[..used]),
+                _ => rng.mutate(&mut b[tables..used]),
+            }
+            exercise(&b);
+        }
+    }
+
+    #[test]
+    fn mutated_images_never_panic() {
+        fuzz(&small_image(), 5000, 0x9e37_79b9_7f4a_7c15);
+        if !have("mksquashfs") {
+            eprintln!("mksquashfs not found: fuzzing our image only");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("usr/lib/extension-release.d")).unwrap();
+        fs::write(src.join(RELEASE), b"ID=_any\n").unwrap();
+        fs::write(src.join("usr/tail"), text(5000)).unwrap();
+        symlink("tail", src.join("usr/link")).unwrap();
+        set_xattr(&src.join(RELEASE), "user.extension-release.strict", b"0");
+        // Small blocks: the 5000-byte file has a whole block and a fragment.
+        let args: [&[&str]; 3] = [
+            &["-b", "4096", "-noI", "-noD", "-noF", "-noX"],
+            &["-b", "4096"],
+            &["-b", "8192", "-comp", "xz"],
+        ];
+        for (i, args) in args.into_iter().enumerate() {
+            let image = mksquashfs(&src, &tmp.path().join(format!("i{i}")), args);
+            fuzz(&image, 2000, i as u64 + 1);
+        }
+    }
+
+    fn xz(data: &[u8], args: &[&str]) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = Command::new("xz")
+            .args(["-z", "-c"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(data).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "xz {args:?}");
+        out.stdout
+    }
+
+    #[test]
+    fn xz_decoder_matches_xz_utils() {
+        if !have("xz") {
+            eprintln!("skipping: xz not found");
+            return;
+        }
+        let mut mixed = text(70_000);
+        mixed.extend(noise(70_000));
+        mixed.extend(vec![0; 70_000]);
+        mixed.extend(text(3000));
+        let datas = [
+            Vec::new(),
+            b"a".to_vec(),
+            text(BLOCK),
+            noise(100_000),
+            mixed,
+        ];
+        let settings: [&[&str]; 7] = [
+            &["--check=crc32"],
+            &["--check=crc64", "-9"],
+            &["--check=none", "-0"],
+            &["--check=crc32", "--lzma2=preset=6,lc=0,lp=0,pb=0"],
+            &["--check=crc32", "--lzma2=preset=6,lc=4,lp=0,pb=4"],
+            &[
+                "--check=crc32",
+                "--lzma2=preset=6,lc=1,lp=3,pb=2,mf=hc4,mode=fast",
+            ],
+            &["--check=crc32", "--lzma2=dict=4KiB,nice=273,depth=1000"],
+        ];
+        for data in &datas {
+            for args in settings {
+                let packed = xz(data, args);
+                let got =
+                    xz::decode(&packed, data.len()).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert!(got == *data, "{args:?}: {} bytes", data.len());
+                if !data.is_empty() {
+                    assert!(xz::decode(&packed, data.len() - 1).is_err());
+                }
+            }
+        }
+        let bcj = xz(&text(1000), &["--x86", "--lzma2"]);
+        assert!(xz::decode(&bcj, 1 << 20).is_err_and(|e| e.contains("BCJ")));
+        let sha = xz(b"abc", &["--check=sha256"]);
+        assert!(xz::decode(&sha, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn mutated_xz_streams_never_panic() {
+        if !have("xz") {
+            eprintln!("skipping: xz not found");
+            return;
+        }
+        let mut data = text(8000);
+        data.extend(noise(1000));
+        let good = [
+            xz(&data, &["--check=crc32"]),
+            xz(&data, &["--check=none", "-0"]),
+        ];
+        let mut rng = Rng(7);
+        for i in 0..4000 {
+            let mut b = good[i % 2].clone();
+            let len = b.len();
+            match i % 3 {
+                0 => rng.mutate(&mut b[..64]),
+                _ => rng.mutate(&mut b),
+            }
+            let _ = xz::decode(&b, data.len());
+            b.truncate((rng.next() % len as u64) as usize);
+            let _ = xz::decode(&b, data.len());
+        }
+    }
+}
