@@ -163,7 +163,18 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
     let d = dissect::dissect(&found.resolved, Some(ctx.arch))?;
     let designator = d.designator.unwrap_or(Designator::Root);
     let offered = available(&d);
-    let level = policy_for(ctx, found).decide(designator.name(), offered)?;
+    let policy = policy_for(ctx, found);
+    let level = policy.decide(designator.name(), offered)?;
+    let other = match designator {
+        Designator::Root => Designator::Usr,
+        Designator::Usr => Designator::Root,
+    };
+    if !policy.allows_absent(other.name()) {
+        return Err(ActivateError::Layout(format!(
+            "the image policy requires a {} partition, and the image has none",
+            other.name()
+        )));
+    }
     let file = File::open(&found.resolved).map_err(|source| ActivateError::Io {
         path: found.resolved.clone(),
         source,

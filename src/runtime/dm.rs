@@ -257,14 +257,6 @@ fn remove_with(control: &OwnedFd, name: &str) -> Result<(), DmError> {
     Ok(())
 }
 
-/// The dm name of a block device number (from /sys/dev/block/MAJ:MIN/dm/name), for unmerge.
-pub fn name_of(devnum: (u32, u32)) -> Option<String> {
-    let sys = format!("/sys/dev/block/{}:{}/dm/name", devnum.0, devnum.1);
-    let text = std::fs::read_to_string(sys).ok()?;
-    let name = text.trim_end_matches('\n');
-    (!name.is_empty()).then(|| name.to_string())
-}
-
 fn check_name(name: &str) -> Result<(), DmError> {
     let reason = if name.is_empty() {
         "empty"
@@ -607,11 +599,5 @@ mod tests {
             errno: Errno::NOKEY,
         };
         assert!(!err.to_string().contains("signer"));
-    }
-
-    #[test]
-    fn no_dm_name_for_other_devices() {
-        assert_eq!(name_of((1, 3)), None);
-        assert_eq!(name_of((4095, 1_048_575)), None);
     }
 }
