@@ -105,7 +105,7 @@ fn boot_timings() {
     // ~100 MB of files from the host's /usr as one signed extension.
     let big = d.join("big");
     run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "mkdir -p {0}/usr && cd /usr && find lib/x86_64-linux-gnu share/locale share/doc -type f -size -4M | sort | head -n 5000 | tar -cf - -T - 2>/dev/null | tar -C {0}/usr -xf -",
+        "mkdir -p {0}/usr && cd /usr && find lib/x86_64-linux-gnu share/locale share/doc share/perl5 -type f -size -300k | LC_ALL=C sort | head -n 5000 | tar -cf - -T - 2>/dev/null | tar -C {0}/usr -xf -",
         big.display()
     )));
     let big_img = signed_extension(d, "big", &big, "erofs");
