@@ -247,7 +247,7 @@ fn remove_with(control: &OwnedFd, name: &str) -> Result<(), DmError> {
         Err(DmError::Ioctl {
             errno: Errno::BUSY, ..
         }) => {
-            log::info!("dm device {name} is busy: deferring its removal to its last close");
+            log::debug!("dm device {name} is busy: deferring its removal to its last close");
             let mut deferred = Request::new(name, "", DM_DEFERRED_REMOVE);
             call(control, name, DmIoctl::DeferredRemove, &mut deferred)?;
         }
