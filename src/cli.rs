@@ -34,6 +34,7 @@ usage: initrd-sysext [-v] COMMAND ...
   build extension-cpio IMG... [--force] --output X.cpio
   inspect IMAGE|INITRD [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
+  check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
   merge | unmerge | refresh | status | list  [--root DIR] [--json=pretty|short|off]
                [--image-policy POLICY] [--userspace-verity] [--kernel-cmdline]
   --version, --help
@@ -101,6 +102,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
             other => Err(usage(format!("unknown build target {other:?}"))),
         },
         "inspect" => inspect_cmd(&mut p),
+        "check-kernel" => check_kernel(&mut p),
         "merge" | "unmerge" | "refresh" | "status" | "list" => sysext_verb(&command, &mut p),
         "verify" => verify_cmd(&mut p),
         other => Err(usage(format!("unknown command {other:?}"))),
@@ -588,4 +590,46 @@ fn check_required(report: &merge::Report, required: &[String]) -> Result<(), Cli
         }
     }
     Ok(())
+}
+
+/// `check-kernel [CONFIG]`: per feature, the options a kernel config lacks; exit 1 if any.
+fn check_kernel(p: &mut Parser) -> Result<(), CliError> {
+    use crate::boot::kconfig;
+    let mut config = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if config.is_none() => config = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let path = match config {
+        Some(c) => c,
+        None => kconfig::default_path().map_err(failed)?,
+    };
+    let options = kconfig::parse(&kconfig::read(&path).map_err(failed)?);
+    let report = kconfig::missing(&options);
+    println!("{}:", path.display());
+    for (feature, lacking) in &report {
+        let word = if kconfig::optional(feature) {
+            "lacks"
+        } else {
+            "MISSING"
+        };
+        match lacking.is_empty() {
+            true => println!("  ok       {feature}"),
+            false => println!(
+                "  {word:<8} {feature}: CONFIG_{}",
+                lacking.join(", CONFIG_")
+            ),
+        }
+    }
+    match report
+        .iter()
+        .all(|(f, l)| l.is_empty() || kconfig::optional(f))
+    {
+        true => Ok(()),
+        false => Err(failed(
+            "the kernel lacks options initrd-sysext needs (see above)",
+        )),
+    }
 }

@@ -403,3 +403,44 @@ fn extension_cpio_places_images_under_extra_sysext() {
         .collect();
     assert_eq!(members, [0, 0, 0, 1, 1, 1]);
 }
+
+#[test]
+fn check_kernel_reports_per_feature() {
+    let (mdir, kver) = debian_modules();
+    let config = mdir
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("boot/config-{kver}"));
+    let o = ours_ok(&["check-kernel", s(&config)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ok       dm-verity with kernel signature checks"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("MISSING"),
+        "Debian's 6.1 kernel has everything as modules: {out}"
+    );
+    assert!(
+        out.contains("lacks    ECDSA signing keys"),
+        "Debian's 6.1 has no CRYPTO_ECDSA: {out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("config");
+    fs::write(
+        &partial,
+        "CONFIG_BLK_DEV_LOOP=y\n# CONFIG_DM_VERITY is not set\n",
+    )
+    .unwrap();
+    let o = ours(&["check-kernel", s(&partial)]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ok       loop devices") && out.contains("MISSING  dm-verity"),
+        "{out}"
+    );
+}

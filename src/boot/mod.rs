@@ -2,6 +2,7 @@
 
 pub mod cmdline;
 pub mod init;
+pub mod kconfig;
 pub mod kmsg;
 pub mod modload;
 pub mod rootdev;
