@@ -36,7 +36,7 @@ usage: initrd-sysext [-v] COMMAND ...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
   merge | unmerge | refresh | status | list  [--root DIR] [--json=pretty|short|off]
-               [--image-policy POLICY] [--userspace-verity] [--kernel-cmdline]
+               [--image-policy POLICY] [--userspace-verity] [--kernel-cmdline] [--force] [--noexec]
   --version, --help
 ";
 
@@ -483,6 +483,7 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
     let (mut root, mut json, mut policy, mut userspace) =
         (PathBuf::from("/"), Json::Off, None, false);
     let mut cmdline = None;
+    let (mut force, mut noexec) = (false, false);
     while let Some(arg) = p.next()? {
         match arg {
             Long("root") => root = path(p)?,
@@ -502,6 +503,8 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
                 );
             }
             Long("userspace-verity") => userspace = true,
+            Long("force") => force = true,
+            Long("noexec") => noexec = true,
             Long("kernel-cmdline") => {
                 let line = std::fs::read_to_string("/proc/cmdline").map_err(failed)?;
                 cmdline = Some(crate::boot::cmdline::Cmdline::parse(&line).0);
@@ -510,6 +513,7 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
         }
     }
     let mut ctx = verbs::context(&root, policy, userspace);
+    (ctx.force, ctx.noexec) = (force, noexec);
     if let Some(c) = &cmdline {
         apply_cmdline(&mut ctx, c)?;
         if !c.sysext && matches!(verb, "merge" | "refresh") {

@@ -191,6 +191,22 @@ fn precedence_masking_and_compatibility() {
         !out.contains("lower-only"),
         "the /var/lib copy of prec must be shadowed: {out}"
     );
+    // --force merges the incompatible ones too; --noexec mounts
+    // the overlay noexec.
+    let out = in_namespace(&format!(
+        "{BIN} merge --root {r} --force --noexec --json=short; grep \" {r}/usr \" /proc/self/mounts; {BIN} unmerge --root {r} >/dev/null"
+    ));
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let forced: Vec<&str> = v["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    for name in ["badlevel", "badid", "badarch", "initrdonly", "likeid"] {
+        assert!(forced.contains(&name), "--force should merge {name}: {out}");
+    }
+    assert!(out.contains("noexec"), "{out}");
 }
 
 #[test]

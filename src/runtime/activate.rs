@@ -70,6 +70,10 @@ pub struct Context {
     pub userspace_verity: bool,
     /// Where images are mounted (a tmpfs, e.g. /run/initrd-sysext).
     pub staging: PathBuf,
+    /// `--force`: merge even when the extension-release does not match the host.
+    pub force: bool,
+    /// `--noexec`: mount the merged hierarchies noexec.
+    pub noexec: bool,
 }
 
 /// An activated extension: where its hierarchies are, and what to undo.
@@ -406,7 +410,13 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
         scope: ctx.scope,
         arch: ctx.arch,
     };
-    Ok(release::check(&ext, &host)?)
+    match release::check(&ext, &host) {
+        Err(e) if ctx.force => {
+            log::warn!("{}: {e}; merging anyway (--force)", a.name);
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// `user.extension-release.strict` set to a false value.

@@ -137,7 +137,10 @@ fn overlay(ctx: &Context, h: &str, layers: &[(&str, PathBuf)]) -> Result<(), Mer
     lower.push(escape(&target));
     let options = format!("lowerdir={}", lower.join(":"));
     let submounts = submounts(&target);
-    let flags = MountFlags::RDONLY | MountFlags::NODEV;
+    let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
+    if ctx.noexec {
+        flags |= MountFlags::NOEXEC;
+    }
     let data = std::ffi::CString::new(options).map_err(|_| MergeError::Overlay {
         hierarchy: format!("/{h}"),
         source: std::io::ErrorKind::InvalidInput.into(),

@@ -36,6 +36,8 @@ pub fn context(root: &Path, policy: Option<Policy>, userspace_verity: bool) -> C
         policy,
         userspace_verity,
         staging: PathBuf::from(STAGING),
+        force: false,
+        noexec: false,
     }
 }
 
