@@ -61,6 +61,18 @@ pub fn test_kernel() -> &'static Path {
     })
 }
 
+/// The test kernel without DM_VERITY_VERIFY_ROOTHASH_SIG (kernel-config/no-roothash-sig.config).
+pub fn test_kernel_without_signatures() -> &'static Path {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        let script = repo().join("kernel-config/build-test-kernel");
+        let extra = repo().join("kernel-config/no-roothash-sig.config");
+        PathBuf::from(last_line(
+            Command::new(script).arg(key("builtin.pem")).arg(extra),
+        ))
+    })
+}
+
 /// A committed test key or certificate.
 pub fn key(name: &str) -> PathBuf {
     repo().join("qemu-tests/keys").join(name)

@@ -487,3 +487,45 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
         boot.wall
     );
 }
+
+#[test]
+fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let build = |name: &str, keyname: &str| {
+        let keys = signed_by(keyname);
+        let args: Vec<&str> = ["--id", "_any"]
+            .into_iter()
+            .chain(keys.iter().map(String::as_str))
+            .collect();
+        sysext(d, &hello_tree(d, name, None), name, &args)
+    };
+    let good = build("usgood", "trusted");
+    let bad = build("usbad", "untrusted");
+    let initrd = initrd(d, &[&good, &bad], &["--cert", s(&key("trusted.crt"))]);
+    let root = root_tree(d, "");
+    let (disk, part_uuid, _) = root_disk(d, &root);
+    let boot = |append: &str| {
+        Qemu {
+            kernel: test_kernel_without_signatures(),
+            initrd: &initrd,
+            disks: vec![disk.clone()],
+            append: format!("root=PARTUUID={part_uuid} {append}"),
+            timeout: TIMEOUT,
+        }
+        .boot()
+    };
+    boot("")
+        .expect("skipping extension usgood")
+        .expect("the kernel cannot check root-hash signatures (no DM_VERITY_VERIFY_ROOTHASH_SIG)")
+        .expect_not("HELLO-FROM-usgood")
+        .expect("ROOT-INIT: done");
+    boot("rd.sysext.userspace_verity=1")
+        .expect("checking in userspace")
+        .expect("usgood: erofs root image, Signed, signed by CN=initrd-sysext TEST trusted signer")
+        .expect("HELLO-FROM-usgood")
+        .expect("skipping extension usbad")
+        .expect("signature refused in userspace")
+        .expect_not("HELLO-FROM-usbad")
+        .expect("ROOT-INIT: done");
+}

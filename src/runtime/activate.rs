@@ -315,6 +315,11 @@ fn signed(
             table.sig_key_desc = None;
             Ok((dm::create_verity(name, &table)?, Some(signer)))
         }
+        Err(e) if kernel_lacks_signatures(&e) => Err(ActivateError::Signature(
+            "the kernel cannot check root-hash signatures (no DM_VERITY_VERIFY_ROOTHASH_SIG) \
+             and userspace verification is not allowed (rd.sysext.userspace_verity=1)"
+                .into(),
+        )),
         Err(e) => Err(e.into()),
     }
 }
