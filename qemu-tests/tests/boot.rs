@@ -167,6 +167,14 @@ fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
     // Wrong root hash: a validly signed JSON for another image's root hash.
     let wrong_hash = build("wronghash", with("_any", "initrd", &trusted));
     swap_signature(&wrong_hash, &good);
+    // Corrupted hash tree: flip a byte in the tree's first (top-level) block.
+    let bad_tree = build("badtree", with("_any", "initrd", &trusted));
+    let v: serde_json::Value =
+        serde_json::from_str(&ours(&["inspect", "--json", s(&bad_tree)])).unwrap();
+    let hash_offset = v["partitions"][1]["offset"].as_u64().unwrap() as usize;
+    let mut bytes = std::fs::read(&bad_tree).unwrap();
+    bytes[hash_offset + 4096 + 10] ^= 0xff;
+    std::fs::write(&bad_tree, bytes).unwrap();
     let imgs = [
         &good,
         &untrusted_img,
@@ -175,6 +183,7 @@ fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
         &unsigned,
         &corrupt,
         &wrong_hash,
+        &bad_tree,
     ];
     let initrd = initrd(d, &imgs.map(|p| p.as_path()), &[]);
     // After switch root nothing of the initrd's activations may be left: dm devices, loops, keys.
@@ -193,6 +202,7 @@ fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
         .expect("policy requires root=signed")
         .expect("skipping extension corrupt")
         .expect("skipping extension wronghash")
+        .expect("skipping extension badtree")
         .expect("the signature is for root hash")
         .expect("DM-DEVICES: 0")
         .expect("LOOPS-ATTACHED: 0")
