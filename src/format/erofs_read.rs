@@ -7,6 +7,7 @@
 //! field is checked before it is used, directories are capped at [`DIR_MAX`] bytes, and no
 //! allocation is sized by the image beyond that and the caller's limit.
 
+use crate::format::bytes::{components, le16, le32, le64, push};
 use std::io;
 
 use super::blob::Blob;
@@ -230,7 +231,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     fn lookup(&self, path: &str) -> Result<Inode, ReadError> {
         let mut ino = self.inode(self.root_nid)?;
         let mut walked = String::new();
-        for name in components(path)? {
+        for name in components(path).ok_or_else(|| ReadError::BadPath { path: path.into() })? {
             expect_dir(&ino, &walked)?;
             let entries = self.entries(&ino, &walked)?;
             push(&mut walked, name);
@@ -519,37 +520,6 @@ fn expect_dir(ino: &Inode, path: &str) -> Result<(), ReadError> {
         S_IFLNK => Err(ReadError::Symlink { path: path.into() }),
         _ => Err(ReadError::NotADirectory { path: path.into() }),
     }
-}
-
-/// The names along a `/`-separated path relative to the root; empty and `.` parts are
-/// skipped, `..` is refused.
-fn components(path: &str) -> Result<Vec<&str>, ReadError> {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(|c| match c {
-            ".." => Err(ReadError::BadPath { path: path.into() }),
-            c => Ok(c),
-        })
-        .collect()
-}
-
-fn push(path: &mut String, name: &str) {
-    if !path.is_empty() {
-        path.push('/');
-    }
-    path.push_str(name);
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]

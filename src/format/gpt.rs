@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 
 use crate::format::blob::Blob;
+use crate::format::bytes::{le32, le64};
 use crate::format::uuid::Uuid;
 
 pub const FLAG_NO_AUTO: u64 = 1 << 63;
@@ -223,14 +224,6 @@ pub struct Table {
 
 fn crc32(data: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(data)
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Reads and checks the primary GPT (512- or 4096-byte sectors).

@@ -1,6 +1,7 @@
 //! On-disk formats, shared by the builder and the runtime.
 
 pub mod blob;
+pub mod bytes;
 pub mod erofs;
 pub mod erofs_read;
 pub mod gpt;

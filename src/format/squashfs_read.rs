@@ -7,6 +7,7 @@
 //! it is used, every read stays within `bytes_used`, decompression is bounded by the block
 //! size, directories are capped at [`DIR_MAX`] bytes and xattr sets at [`XATTR_SET_MAX`].
 
+use crate::format::bytes::{components, le16, le32, le64, push};
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
@@ -366,7 +367,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     fn lookup_with_blocks(&self, path: &str) -> Result<(Inode, Meta<'_, 'a, B>), ReadError> {
         let mut found = self.inode(self.sb.root)?;
         let mut walked = String::new();
-        for name in components(path)? {
+        for name in components(path).ok_or_else(|| ReadError::BadPath { path: path.into() })? {
             let listing = expect_dir(found.0, &walked)?;
             let entries = self.entries(&listing, &walked)?;
             push(&mut walked, name);
@@ -774,37 +775,6 @@ fn expect_dir(inode: Inode, path: &str) -> Result<Listing, ReadError> {
         _ if inode.kind == SYMLINK => Err(ReadError::Symlink { path: path.into() }),
         _ => Err(ReadError::NotADirectory { path: path.into() }),
     }
-}
-
-/// The names along a `/`-separated path relative to the root; empty and `.` parts are
-/// skipped, `..` is refused.
-fn components(path: &str) -> Result<Vec<&str>, ReadError> {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(|c| match c {
-            ".." => Err(ReadError::BadPath { path: path.into() }),
-            c => Ok(c),
-        })
-        .collect()
-}
-
-fn push(path: &mut String, name: &str) {
-    if !path.is_empty() {
-        path.push('/');
-    }
-    path.push_str(name);
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// A bounded decoder for the single-block `.xz` streams that squashfs stores (LZMA2 filter
