@@ -291,18 +291,10 @@ fn layout(s: &mut Spec, flags: Flags, definitions: Option<&Path>) -> Result<(), 
 
 fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
     let mut s = initrd::Spec {
-        tree: None,
-        kver: None,
-        modules_dir: None,
-        modules: Vec::new(),
-        certs: Vec::new(),
-        secondary_certs: Vec::new(),
-        extensions: Vec::new(),
         init: std::env::current_exe().map_err(failed)?,
         compression: Compression::Zstd(3),
-        output: PathBuf::new(),
-        force: false,
         source_date_epoch: source_date_epoch()?,
+        ..initrd::Spec::default()
     };
     let (mut output, mut compress, mut level) = (None, "zstd".to_owned(), 3);
     while let Some(arg) = p.next()? {

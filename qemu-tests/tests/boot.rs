@@ -63,6 +63,15 @@ fn signed_by(key_name: &str) -> Vec<String> {
     ]
 }
 
+/// A hello extension with `--id _any`, signed by the test key `keyname`, plus `extra` flags.
+fn signed_hello(dir: &Path, name: &str, keyname: &str, extra: &[&str]) -> PathBuf {
+    let keys = signed_by(keyname);
+    let mut args: Vec<&str> = vec!["--id", "_any"];
+    args.extend_from_slice(extra);
+    args.extend(keys.iter().map(String::as_str));
+    sysext(dir, &hello_tree(dir, name, None), name, &args)
+}
+
 fn initrd(dir: &Path, extensions: &[&Path], extra: &[&str]) -> PathBuf {
     let out = dir.join("initrd.cpio.zst");
     let mut args = vec![
@@ -105,13 +114,7 @@ fn boot_root(dir: &Path, initrd: &Path, script: &str, append: &str) -> Boot {
 fn scenario1_signed_erofs_extension_merges_in_the_initrd() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tree = hello_tree(d, "hello", None);
-    let signing = signed_by("trusted");
-    let args: Vec<&str> = ["--id", "_any"]
-        .into_iter()
-        .chain(signing.iter().map(String::as_str))
-        .collect();
-    let img = sysext(d, &tree, "hello", &args);
+    let img = signed_hello(d, "hello", "trusted", &[]);
     let initrd = initrd(d, &[&img], &[]);
     let boot = boot_root(d, &initrd, "ls /usr/bin", "");
     boot.expect("hello: erofs root image, Signed, signed by kernel keyring")
@@ -230,13 +233,7 @@ fn swap_signature(target: &Path, source: &Path) {
 fn scenario8_rd_sysext_0_merges_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tree = hello_tree(d, "hello", None);
-    let signing = signed_by("trusted");
-    let args: Vec<&str> = ["--id", "_any"]
-        .into_iter()
-        .chain(signing.iter().map(String::as_str))
-        .collect();
-    let img = sysext(d, &tree, "hello", &args);
+    let img = signed_hello(d, "hello", "trusted", &[]);
     let initrd = initrd(d, &[&img], &[]);
     boot_root(d, &initrd, "", "rd.sysext=0")
         .expect("rd.sysext=0: not merging extensions")
@@ -248,12 +245,7 @@ fn scenario8_rd_sysext_0_merges_nothing() {
 fn scenario4_required_extension_refused_stops_the_boot() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let untrusted = signed_by("untrusted");
-    let args: Vec<&str> = ["--id", "_any"]
-        .into_iter()
-        .chain(untrusted.iter().map(String::as_str))
-        .collect();
-    let img = sysext(d, &hello_tree(d, "needed", None), "needed", &args);
+    let img = signed_hello(d, "needed", "untrusted", &[]);
     let initrd = initrd(d, &[&img], &[]);
     boot_root(
         d,
@@ -311,14 +303,7 @@ fn scenario5_system_extension_merged_into_sysroot() {
 fn secondary_keyring_enrolment_ca_issued_merges_self_signed_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let build = |name: &str, keyname: &str| {
-        let keys = signed_by(keyname);
-        let args: Vec<&str> = ["--id", "_any"]
-            .into_iter()
-            .chain(keys.iter().map(String::as_str))
-            .collect();
-        sysext(d, &hello_tree(d, name, None), name, &args)
-    };
+    let build = |name: &str, keyname: &str| signed_hello(d, name, keyname, &[]);
     let issued = build("issued", "ca-issued");
     let selfsigned = build("selfsigned", "untrusted");
     let out = d.join("initrd.cpio.zst");
@@ -389,12 +374,7 @@ fn scenario7_root_by_uuid_label_and_missing_root() {
 fn scenario2_squashfs_extension_appended_as_extra_sysext_cpio() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let trusted = signed_by("trusted");
-    let args: Vec<&str> = ["--id", "_any", "--fs", "squashfs"]
-        .into_iter()
-        .chain(trusted.iter().map(String::as_str))
-        .collect();
-    let img = sysext(d, &hello_tree(d, "sq", None), "sq", &args);
+    let img = signed_hello(d, "sq", "trusted", &["--fs", "squashfs"]);
     let base = initrd(d, &[], &[]);
     let ext_cpio = d.join("ext.cpio");
     ours(&["build", "extension-cpio", s(&img), "--output", s(&ext_cpio)]);
@@ -502,14 +482,7 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
 fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let build = |name: &str, keyname: &str| {
-        let keys = signed_by(keyname);
-        let args: Vec<&str> = ["--id", "_any"]
-            .into_iter()
-            .chain(keys.iter().map(String::as_str))
-            .collect();
-        sysext(d, &hello_tree(d, name, None), name, &args)
-    };
+    let build = |name: &str, keyname: &str| signed_hello(d, name, keyname, &[]);
     let good = build("usgood", "trusted");
     let bad = build("usbad", "untrusted");
     let initrd = initrd(d, &[&good, &bad], &["--cert", s(&key("trusted.crt"))]);

@@ -43,13 +43,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitrdError + '_ {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
+    #[default]
     None,
     Zstd(i32),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Spec {
     pub tree: Option<PathBuf>,
     pub kver: Option<String>,
@@ -130,18 +131,10 @@ pub fn extension_cpio(
         adder.file_into(&mut tree, ".extra/sysext", image)?;
     }
     let spec = Spec {
-        tree: None,
-        kver: None,
-        modules_dir: None,
-        modules: Vec::new(),
-        certs: Vec::new(),
-        secondary_certs: Vec::new(),
-        extensions: Vec::new(),
-        init: PathBuf::new(),
-        compression: Compression::None,
         output: output.to_owned(),
         force,
         source_date_epoch: sde,
+        ..Spec::default()
     };
     write(&tree, &spec)
 }
