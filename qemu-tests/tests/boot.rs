@@ -512,3 +512,61 @@ fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks
         .expect_not("HELLO-FROM-usbad")
         .expect("ROOT-INIT: done");
 }
+
+#[test]
+fn scenario7_root_device_appearing_late_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The root filesystem travels inside the initrd and only becomes a block device 2 s
+    // after the merge, when an extension's hook attaches it to a loop device in the background.
+    let root = root_tree(d, "");
+    let fs_img = d.join("late.ext4");
+    run(std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "lateroot", "-E", "root_owner=0:0", "-d"])
+        .args([s(&root), s(&fs_img), "32M"]));
+    let tree = d.join("initrd-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::copy(&fs_img, tree.join("late.ext4")).unwrap();
+    let ext = d.join("late-ext");
+    let hook = "#!/usr/bin/busybox sh\n\
+        (/usr/bin/busybox sleep 2; /usr/bin/busybox losetup -r /dev/loop7 /late.ext4; echo LATE-ROOT-ATTACHED) &\n";
+    write_tree(
+        &ext,
+        &[
+            ("usr/bin/busybox", &busybox(), 0o755),
+            (
+                "usr/lib/initrd-sysext/pre-mount.d/10-late",
+                hook.as_bytes(),
+                0o755,
+            ),
+        ],
+    );
+    let keys = signed_by("trusted");
+    let mut args = vec!["--id", "_any"];
+    args.extend(keys.iter().map(String::as_str));
+    let img = sysext(d, &ext, "late", &args);
+    let initrd = initrd(d, &[&img], &["--tree", s(&tree)]);
+    let boot = Qemu {
+        kernel: test_kernel(),
+        initrd: &initrd,
+        disks: vec![],
+        append: "root=LABEL=lateroot rd.sysext.root_timeout=20".into(),
+        timeout: TIMEOUT,
+    }
+    .boot();
+    boot.expect("LATE-ROOT-ATTACHED")
+        .expect("mounted /dev/loop7 (ext4, ro) on /sysroot")
+        .expect("ROOT-INIT: done");
+    // Causality, not timing: the device was attached (after the merge) before the mount.
+    let pos = |needle: &str| boot.console.find(needle).unwrap();
+    assert!(
+        pos("initrd ready") < pos("LATE-ROOT-ATTACHED"),
+        "{}",
+        boot.console
+    );
+    assert!(
+        pos("LATE-ROOT-ATTACHED") < pos("mounted /dev/loop7"),
+        "{}",
+        boot.console
+    );
+}
