@@ -1,5 +1,6 @@
 //! On-disk formats, shared by the builder and the runtime.
 
+pub mod base64;
 pub mod blob;
 pub mod bytes;
 pub mod erofs;

@@ -92,7 +92,7 @@ impl SignatureJson {
         check_hex("rootHash", root_hash)?;
         let signature = field("signature").ok_or_else(|| missing("signature"))?;
         let signature =
-            openssl::base64::decode_block(signature).map_err(|_| SignatureError::Field {
+            crate::format::base64::decode(signature).map_err(|_| SignatureError::Field {
                 field: "signature",
                 reason: "not valid base64".into(),
             })?;
