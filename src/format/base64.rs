@@ -19,7 +19,7 @@ fn value(c: u8) -> Option<u32> {
 /// Decodes padded base64; whitespace is not allowed (the signature JSON has none).
 pub fn decode(s: &str) -> Result<Vec<u8>, Base64Error> {
     let b = s.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(Base64Error(b.len()));
     }
     let mut out = Vec::with_capacity(b.len() / 4 * 3);
