@@ -32,6 +32,7 @@ usage: initrd-sysext [-v] COMMAND ...
                [--extension IMG]... [--init BINARY] [--compress zstd|none] [--level N]
                [--force] --output initrd.cpio.zst
   build extension-cpio IMG... [--force] --output X.cpio
+  sign IMAGE (--key K | --signature FILE.p7s) --cert C [--force]   (a --verity defer image)
   inspect IMAGE|INITRD [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
@@ -102,6 +103,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
             other => Err(usage(format!("unknown build target {other:?}"))),
         },
         "inspect" => inspect_cmd(&mut p),
+        "sign" => sign_cmd(&mut p),
         "check-kernel" => check_kernel(&mut p),
         "merge" | "unmerge" | "refresh" | "status" | "list" => sysext_verb(&command, &mut p),
         "verify" => verify_cmd(&mut p),
@@ -211,6 +213,7 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
             Long("verity") => {
                 let modes = [
                     ("signed", VerityMode::Signed),
+                    ("defer", VerityMode::Defer),
                     ("hash", VerityMode::Hash),
                     ("off", VerityMode::Off),
                 ];
@@ -628,4 +631,37 @@ fn check_kernel(p: &mut Parser) -> Result<(), CliError> {
             "the kernel lacks options initrd-sysext needs (see above)",
         )),
     }
+}
+
+/// `sign IMAGE (--key K | --signature FILE.p7s) --cert C [--force]`.
+fn sign_cmd(p: &mut Parser) -> Result<(), CliError> {
+    use crate::build::sign::{self, Signer};
+    let (mut image, mut key, mut sig, mut cert, mut force) = (None, None, None, None, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("key") => key = Some(path(p)?),
+            Long("signature") => sig = Some(path(p)?),
+            Long("cert") => cert = Some(path(p)?),
+            Long("force") => force = true,
+            Value(v) if image.is_none() => image = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let image = required(image, "IMAGE")?;
+    let cert_path = required(cert, "--cert")?;
+    let root_hash = match (key, sig) {
+        (Some(k), None) => {
+            let (key, cert) = genkey::load_pair(&k, &cert_path).map_err(failed)?;
+            sign::sign(&image, Signer::Key(&key), &cert, force)
+        }
+        (None, Some(s)) => {
+            let cert = genkey::load_cert(&cert_path).map_err(failed)?;
+            let der = std::fs::read(&s).map_err(|e| failed(format!("{}: {e}", s.display())))?;
+            sign::sign(&image, Signer::Detached(&der), &cert, force)
+        }
+        _ => return Err(usage("give either --key or --signature")),
+    }
+    .map_err(failed)?;
+    println!("{}: signed root hash {root_hash}", image.display());
+    Ok(())
 }

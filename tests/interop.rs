@@ -641,3 +641,127 @@ fn base_drops_what_the_base_has() {
         assert!(rel.contains(&kv), "{kv} missing from {rel:?}");
     }
 }
+
+#[test]
+fn deferred_signing_matches_a_direct_build_and_checks_detached_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = d.join("tree");
+    sample_tree(&tree, "sample");
+    let (key, cert) = genkey(d, "signer");
+    let build = |out: &str, verity: &[&str]| {
+        let out = d.join(out);
+        let o = Command::new(BIN)
+            .args([
+                "build",
+                "sysext",
+                "--tree",
+                s(&tree),
+                "--name",
+                "sample",
+                "--seed",
+                SEED,
+            ])
+            .args(verity)
+            .args(["--output", s(&out)])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let direct = build("direct.raw", &["--key", s(&key), "--cert", s(&cert)]);
+    let deferred = build("deferred.raw", &["--verity", "defer"]);
+    // Unsigned yet: inspect says so, verify refuses, the root hash waits beside it.
+    let v: serde_json::Value =
+        serde_json::from_slice(&ours_ok(&["inspect", "--json", s(&deferred)]).stdout).unwrap();
+    assert_eq!(v["signature"]["status"], "deferred");
+    let o = ours(&["verify", s(&deferred), "--cert", s(&cert)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("signature deferred"), "{}", stderr(&o));
+    let rh = fs::read_to_string(d.join("deferred.roothash")).unwrap();
+    assert_eq!(rh.trim(), v["root_hash"].as_str().unwrap());
+    // A detached signature over another root hash is refused and nothing changes.
+    let before = fs::read(&deferred).unwrap();
+    let other = d.join("other.txt");
+    fs::write(&other, "00".repeat(32)).unwrap();
+    let bad_p7s = d.join("bad.p7s");
+    run(Command::new("openssl").args([
+        "smime",
+        "-sign",
+        "-nocerts",
+        "-noattr",
+        "-binary",
+        "-in",
+        s(&other),
+        "-inkey",
+        s(&key),
+        "-signer",
+        s(&cert),
+        "-outform",
+        "der",
+        "-out",
+        s(&bad_p7s),
+    ]));
+    let o = ours(&[
+        "sign",
+        s(&deferred),
+        "--signature",
+        s(&bad_p7s),
+        "--cert",
+        s(&cert),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a signature over another root hash must be refused"
+    );
+    assert!(stderr(&o).contains("does not verify"), "{}", stderr(&o));
+    assert!(
+        fs::read(&deferred).unwrap() == before,
+        "a refused signature changed the image"
+    );
+    // Signed with the same key later: byte-identical to the direct build.
+    ours_ok(&["sign", s(&deferred), "--key", s(&key), "--cert", s(&cert)]);
+    assert!(
+        fs::read(&deferred).unwrap() == fs::read(&direct).unwrap(),
+        "deferred+sign differs from a direct build"
+    );
+    ours_ok(&["verify", s(&deferred), "--cert", s(&cert)]);
+    let o = ours(&["sign", s(&deferred), "--key", s(&key), "--cert", s(&cert)]);
+    assert!(stderr(&o).contains("already signed"), "{}", stderr(&o));
+    // A detached PKCS#7 made with openssl elsewhere over the right root hash is accepted.
+    let again = build("again.raw", &["--verity", "defer"]);
+    let content = d.join("rh.txt");
+    fs::write(&content, rh.trim()).unwrap();
+    let good_p7s = d.join("good.p7s");
+    run(Command::new("openssl").args([
+        "smime",
+        "-sign",
+        "-nocerts",
+        "-noattr",
+        "-binary",
+        "-in",
+        s(&content),
+        "-inkey",
+        s(&key),
+        "-signer",
+        s(&cert),
+        "-outform",
+        "der",
+        "-out",
+        s(&good_p7s),
+    ]));
+    ours_ok(&[
+        "sign",
+        s(&again),
+        "--signature",
+        s(&good_p7s),
+        "--cert",
+        s(&cert),
+    ]);
+    ours_ok(&["verify", s(&again), "--cert", s(&cert)]);
+    let out = run(Command::new("systemd-dissect").args(["--json=short", s(&again)]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mounts"][0]["verity"], "signed");
+}

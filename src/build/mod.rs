@@ -4,5 +4,6 @@ pub mod genkey;
 pub mod initrd;
 pub mod output;
 pub mod repart;
+pub mod sign;
 pub mod sysext;
 pub mod tree;

@@ -106,8 +106,19 @@ impl Definitions {
     /// The command line's flags with the definitions filled in; a flag that says otherwise is
     /// an error, and so is a signature partition without a key (or a key without one).
     pub fn merge(&self, flags: Flags, signing: bool) -> Result<Flags, RepartError> {
+        // `--verity defer` (mkosi's Verity=defer) keeps a Verity=signature partition, unsigned.
+        let defer = flags.verity == Some(VerityMode::Defer) && self.verity == VerityMode::Signed;
+        let flags = match defer {
+            true => Flags {
+                verity: None,
+                ..flags
+            },
+            false => flags,
+        };
         self.agree_with(flags)?;
-        self.check_signing(signing)?;
+        if !defer {
+            self.check_signing(signing)?;
+        }
         let fs = self.fs.or(flags.fs).ok_or_else(|| {
             let why = "no Format= (systemd-repart would pick ext4, which is not built here): \
                        set Format=erofs or Format=squashfs, or pass --fs";
@@ -117,7 +128,11 @@ impl Definitions {
             fs: Some(fs),
             partition: Some(self.designator),
             arch: self.arch.or(flags.arch),
-            verity: Some(self.verity),
+            verity: Some(if defer {
+                VerityMode::Defer
+            } else {
+                self.verity
+            }),
         })
     }
 
@@ -940,6 +955,16 @@ mod tests {
             ..full
         };
         assert_eq!(merge(arm, true), Ok(arm), "Type=root takes --arch");
+        // --verity defer keeps the signature partition and needs no key now.
+        let defer = Flags {
+            verity: Some(VerityMode::Defer),
+            ..Flags::default()
+        };
+        let deferred = Flags {
+            verity: Some(VerityMode::Defer),
+            ..full
+        };
+        assert_eq!(merge(defer, false), Ok(deferred));
         let cases = [
             (
                 Flags {

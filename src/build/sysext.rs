@@ -68,6 +68,8 @@ impl FsKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerityMode {
     Off,
+    /// Hash now, sign later (`initrd-sysext sign`): the signature partition is left zeroed.
+    Defer,
     Hash,
     Signed,
 }
@@ -77,6 +79,7 @@ impl VerityMode {
     pub fn name(self) -> &'static str {
         match self {
             VerityMode::Off => "off",
+            VerityMode::Defer => "defer",
             VerityMode::Hash => "hash",
             VerityMode::Signed => "signed",
         }
@@ -208,7 +211,8 @@ pub fn build(spec: &Spec) -> Result<Report, BuildError> {
         false => assemble_ddi(spec, &mut out, seed, fs_bytes, verity.as_ref())?,
     };
     let output = out.commit()?;
-    if let (true, Some(v)) = (spec.split, &verity) {
+    // --split: every sidecar; --verity defer: the root hash to sign, beside the image.
+    if let (true, Some(v)) = (spec.split || spec.verity == VerityMode::Defer, &verity) {
         write_sidecars(spec, v)?;
     }
     Ok(Report {
@@ -558,16 +562,21 @@ fn assemble_ddi(
                 hash_off,
                 v.area.len() as u64,
             ));
-            if let Some(sig) = &v.signature {
-                let sig_off = hash_off + v.area.len() as u64;
-                write_at(&out.file, &sig.partition, sig_off)?;
-                let uuid = Uuid::derive(&seed, "verity-sig-uuid");
-                parts.push(part(
+            let sig_off = hash_off + v.area.len() as u64;
+            let sig_part = |size| {
+                part(
                     Role::Signature,
-                    uuid,
+                    Uuid::derive(&seed, "verity-sig-uuid"),
                     sig_off,
-                    sig.partition.len() as u64,
-                ));
+                    size,
+                )
+            };
+            if let Some(sig) = &v.signature {
+                write_at(&out.file, &sig.partition, sig_off)?;
+                parts.push(sig_part(sig.partition.len() as u64));
+            } else if spec.verity == VerityMode::Defer {
+                // Zero-filled: `sign` writes the JSON here later, at the same place.
+                parts.push(sig_part(signature::PARTITION_SIZE as u64));
             }
         }
     }
@@ -581,12 +590,16 @@ fn assemble_ddi(
     Ok(total)
 }
 
-/// `--split`: `X.roothash`, `X.roothash.p7s`, `X.verity` beside the naked filesystem `X.raw`.
+/// `--split`: `X.roothash`, `X.roothash.p7s`, `X.verity` beside the naked filesystem `X.raw`;
+/// `--verity defer`: `X.roothash` beside the image.
 fn write_sidecars(spec: &Spec, v: &Verity) -> Result<(), BuildError> {
     let out = spec.output.to_string_lossy();
     let stem = out.strip_suffix(".raw").unwrap_or(&out);
     let root_hash = format!("{}\n", hex::encode(&v.root_hash)).into_bytes();
-    let mut files = vec![("roothash", &root_hash), ("verity", &v.area)];
+    let mut files = vec![("roothash", &root_hash)];
+    if spec.split {
+        files.push(("verity", &v.area));
+    }
     if let Some(sig) = &v.signature {
         files.push(("roothash.p7s", &sig.der));
     }
