@@ -22,7 +22,7 @@ pub const USAGE: &str = "\
 usage: initrd-sysext [-v] COMMAND ...
 
   genkey --key K --cert C [--cn NAME] [--days N] [--ca-key K --ca-cert C] [--force]
-  build sysext --tree DIR [--base DIR] --name NAME [--version V] [--scope SCOPES]
+  build sysext --tree DIR [--extra-tree SRC[:DST]]... [--base DIR] --name NAME [--version V] [--scope SCOPES]
                [--id ID [--version-id V] | --os-release FILE] [--arch x86-64|arm64]
                [--fs erofs|squashfs] [--partition root|usr] [--verity signed|hash|off]
                [--key K --cert C] [--seed UUID] [--split] [--force] --output OUT.raw
@@ -165,6 +165,7 @@ fn write_new(path: &Path, bytes: &[u8], force: bool, mode: u32) -> Result<(), Cl
 fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
     let mut s = Spec {
         tree: PathBuf::new(),
+        extra_trees: Vec::new(),
         base: None,
         name: String::new(),
         version: None,
@@ -189,6 +190,11 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
     while let Some(arg) = p.next()? {
         match arg {
             Long("tree") => tree = Some(path(p)?),
+            Long("extra-tree") => {
+                let v = string(p)?;
+                let (src, dst) = v.split_once(':').unwrap_or((&v, "/"));
+                s.extra_trees.push((PathBuf::from(src), dst.to_owned()));
+            }
             Long("base") => s.base = Some(path(p)?),
             Long("name") => name = Some(string(p)?),
             Long("version") => s.version = Some(string(p)?),
@@ -234,7 +240,7 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
     }
     s.tree = required(tree, "--tree")?;
     s.name = required(name, "--name")?;
-    s.output = required(output, "--output")?;
+    s.output = expand_output(&required(output, "--output")?, &s)?;
     if let Some(id) = id {
         if matches!(s.identity, Identity::OsRelease(_)) {
             return Err(usage("--id and --os-release exclude each other"));
@@ -351,6 +357,18 @@ fn build_extension_cpio(p: &mut Parser) -> Result<(), CliError> {
     initrd::extension_cpio(&images, &output, force, source_date_epoch()?).map_err(failed)?;
     println!("{}", output.display());
     Ok(())
+}
+
+/// `%a` (architecture) and `%v` (version) in `--output`, as mkosi's `Output=NAME-%v.%a`.
+fn expand_output(output: &Path, s: &Spec) -> Result<PathBuf, CliError> {
+    let text = output.to_string_lossy();
+    if text.contains("%v") && s.version.is_none() {
+        return Err(usage("--output uses %v but no --version was given"));
+    }
+    let expanded = text
+        .replace("%a", s.arch.name())
+        .replace("%v", s.version.as_deref().unwrap_or(""));
+    Ok(PathBuf::from(expanded))
 }
 
 fn choose<T: Copy>(v: &str, opt: &str, choices: &[(&str, T)]) -> Result<T, CliError> {

@@ -765,3 +765,73 @@ fn deferred_signing_matches_a_direct_build_and_checks_detached_signatures() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["mounts"][0]["verity"], "signed");
 }
+
+#[test]
+fn extra_trees_and_output_specifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = d.join("tree");
+    fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    fs::write(tree.join("usr/bin/tool"), "from the tree").unwrap();
+    let extra = d.join("extra");
+    fs::create_dir_all(extra.join("bin")).unwrap();
+    fs::write(extra.join("bin/tool"), "from the extra tree").unwrap();
+    fs::write(extra.join("bin/kubectl"), "binary").unwrap();
+    let dst = format!("{}:/usr", s(&extra));
+    let out = d.join("kubectl-%v.%a.raw");
+    let o = ours_ok(&[
+        "build",
+        "sysext",
+        "--tree",
+        s(&tree),
+        "--extra-tree",
+        &dst,
+        "--name",
+        "kubectl",
+        "--version",
+        "1.29",
+        "--id",
+        "_any",
+        "--verity",
+        "off",
+        "--output",
+        s(&out),
+    ]);
+    let image = d.join("kubectl-1.29.x86-64.raw");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), s(&image));
+    let o = ours(&[
+        "build",
+        "sysext",
+        "--tree",
+        s(&tree),
+        "--name",
+        "k",
+        "--id",
+        "_any",
+        "--output",
+        s(&out),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "%v without --version is a usage error"
+    );
+    if !is_root() {
+        return;
+    }
+    let (off, size) = partition(&image, 1);
+    let got = mounted_manifest(&image, off, size, "erofs");
+    assert!(got.contains("usr/bin/kubectl f"), "{got}");
+    assert!(
+        got.contains(&sha2_hex("from the extra tree")),
+        "the extra tree must win: {got}"
+    );
+    assert!(!got.contains(&sha2_hex("from the tree")), "{got}");
+}
+
+/// sha256 of `text`, as sha256sum prints it.
+fn sha2_hex(text: &str) -> String {
+    sh(&format!("printf %s '{text}' | sha256sum | cut -d' ' -f1"))
+        .trim()
+        .to_owned()
+}

@@ -153,6 +153,8 @@ pub enum Identity {
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub tree: PathBuf,
+    /// `--extra-tree SRC[:DST]`: trees copied over the tree at DST (default `/`).
+    pub extra_trees: Vec<(PathBuf, String)>,
     pub base: Option<PathBuf>,
     pub name: String,
     pub version: Option<String>,
@@ -270,7 +272,10 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
     let scan = ScanOptions {
         clamp_mtime: spec.source_date_epoch,
     };
-    let full = Tree::scan(&spec.tree, &scan)?;
+    let mut full = Tree::scan(&spec.tree, &scan)?;
+    for (src, dst) in &spec.extra_trees {
+        full.graft(&Tree::scan(src, &scan)?, dst)?;
+    }
     let mut tree = keep_hierarchies(&full, spec.hierarchies, spec.base.as_deref());
     let rel_path = format!(
         "usr/lib/extension-release.d/extension-release.{}",

@@ -321,6 +321,31 @@ impl Tree {
         id
     }
 
+    /// Copies `other` into this tree under directory `at` (created as needed), as mkosi's
+    /// `ExtraTrees=` does: existing directories are merged, anything else is replaced.
+    pub fn graft(&mut self, other: &Tree, at: &str) -> Result<(), TreeError> {
+        let dir_meta = other.root().meta.clone();
+        for id in other.walk().into_iter().skip(1) {
+            let path = format!("{at}/{}", other.path(id).display());
+            let node = &other.nodes[id];
+            let is_dir = matches!(node.kind, Kind::Dir { .. });
+            let have_dir = self
+                .lookup(&path)
+                .is_some_and(|e| matches!(self.nodes[e].kind, Kind::Dir { .. }));
+            if is_dir && have_dir {
+                continue;
+            }
+            let kind = match &node.kind {
+                Kind::Dir { .. } => Kind::Dir {
+                    children: Vec::new(),
+                },
+                k => k.clone(),
+            };
+            self.insert(&path, node.meta.clone(), kind, &dir_meta)?;
+        }
+        Ok(())
+    }
+
     /// Keeps only the nodes for which `keep` returns true (a dropped directory drops its
     /// subtree), renumbering ids. Hard links to a dropped node are re-anchored on the first
     /// kept link.
@@ -561,6 +586,24 @@ mod tests {
         assert_eq!(r.nodes[b2].hardlink_of, None);
         assert_eq!(r.nodes[c2].hardlink_of, Some(b2));
         assert_eq!(r.nlink(b2), 2);
+    }
+
+    #[test]
+    fn graft_merges_directories_and_replaces_files() {
+        let mut t = Tree::new(meta());
+        t.insert("usr/bin/a", meta(), file(b"old"), &meta())
+            .unwrap();
+        let mut extra = Tree::new(meta());
+        extra
+            .insert("bin/a", meta(), file(b"new"), &meta())
+            .unwrap();
+        extra.insert("bin/b", meta(), file(b"b"), &meta()).unwrap();
+        t.graft(&extra, "usr").unwrap();
+        let a = t.lookup("usr/bin/a").unwrap();
+        assert_eq!(t.nodes[a].kind, file(b"new"));
+        assert!(t.lookup("usr/bin/b").is_some());
+        t.graft(&extra, "opt/vendor").unwrap();
+        assert!(t.lookup("opt/vendor/bin/b").is_some());
     }
 
     #[test]
