@@ -561,7 +561,7 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
             }
             .map_err(failed)?;
             if let Some(c) = &cmdline {
-                check_required(&report, &c.required)?;
+                report.check_required(&c.required, false).map_err(failed)?;
             }
             let v = verbs::report_json(&report);
             print_value(&v, json, || {
@@ -594,18 +594,6 @@ fn apply_cmdline(
         ctx.policy = Some(Policy::boot_default());
     }
     ctx.userspace_verity |= c.userspace_verity;
-    Ok(())
-}
-
-/// rd.sysext.required=: a refused required extension fails the command.
-fn check_required(report: &merge::Report, required: &[String]) -> Result<(), CliError> {
-    for req in required {
-        if let Some((_, why)) = report.refused.iter().find(|(n, _)| n == req) {
-            return Err(failed(format!(
-                "required extension {req} was refused: {why}"
-            )));
-        }
-    }
     Ok(())
 }
 

@@ -118,20 +118,10 @@ fn merge_into(c: &Cmdline, root: &Path) -> Result<(), BootError> {
         report.refused.len(),
         t.elapsed().as_millis()
     );
-    for req in &c.required {
-        if let Some((_, why)) = report.refused.iter().find(|(n, _)| n == req) {
-            return Err(BootError::Required(format!(
-                "required extension {req} was refused: {why}"
-            )));
-        }
-        // Required names are looked for where they would be merged: in the initrd.
-        if root == Path::new("/") && !names.contains(&req.as_str()) {
-            return Err(BootError::Required(format!(
-                "required extension {req} was not found"
-            )));
-        }
-    }
-    Ok(())
+    // Required names are looked for where they would be merged: in the initrd.
+    report
+        .check_required(&c.required, root == Path::new("/"))
+        .map_err(BootError::Required)
 }
 
 /// Runs the executables extensions placed in `dir` (sorted); their output goes to the console.

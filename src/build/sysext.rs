@@ -510,10 +510,10 @@ fn sign(root_hash: &[u8], key: &PKey<Private>, cert: &X509) -> Result<Signed, Bu
     })
 }
 
-fn write_at(file: &File, bytes: &[u8], offset: u64) -> Result<(), BuildError> {
+fn write_at(file: &File, bytes: &[u8], offset: u64, path: &Path) -> Result<(), BuildError> {
     file.write_all_at(bytes, offset)
         .map_err(|source| BuildError::Io {
-            path: PathBuf::from("image"),
+            path: path.to_owned(),
             source,
         })
 }
@@ -554,7 +554,7 @@ fn assemble_ddi(
         Some(v) => {
             let half = |r: &[u8]| Uuid(r.try_into().expect("16 bytes"));
             let hash_off = data_off + fs_bytes;
-            write_at(&out.file, &v.area, hash_off)?;
+            write_at(&out.file, &v.area, hash_off, &spec.output)?;
             parts.push(part(
                 Role::Data,
                 half(&v.root_hash[..16]),
@@ -577,7 +577,7 @@ fn assemble_ddi(
                 )
             };
             if let Some(sig) = &v.signature {
-                write_at(&out.file, &sig.partition, sig_off)?;
+                write_at(&out.file, &sig.partition, sig_off, &spec.output)?;
                 parts.push(sig_part(sig.partition.len() as u64));
             } else if spec.verity == VerityMode::Defer {
                 // Zero-filled: `sign` writes the JSON here later, at the same place.

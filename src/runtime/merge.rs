@@ -96,6 +96,22 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
     Ok(report)
 }
 
+impl Report {
+    /// `rd.sysext.required=`: fails on the first required extension that was refused, or —
+    /// when `must_exist` — that was not merged at all.
+    pub fn check_required(&self, required: &[String], must_exist: bool) -> Result<(), String> {
+        for req in required {
+            if let Some((_, why)) = self.refused.iter().find(|(n, _)| n == req) {
+                return Err(format!("required extension {req} was refused: {why}"));
+            }
+            if must_exist && !self.merged.iter().any(|(n, _, _)| n == req) {
+                return Err(format!("required extension {req} was not found"));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn refuse(report: &mut Report, f: &Found, e: ActivateError) {
     error!("skipping extension {} ({}): {e}", f.name, f.path.display());
     report.refused.push((f.name.clone(), e.to_string()));
