@@ -120,7 +120,7 @@ pub fn root_tree(dir: &Path, script: &str) -> PathBuf {
         ],
     );
     for applet in [
-        "sh", "echo", "cat", "ls", "mount", "reboot", "grep", "test", "stat", "sleep",
+        "sh", "echo", "cat", "ls", "mount", "reboot", "grep", "test", "stat", "sleep", "dmesg",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }

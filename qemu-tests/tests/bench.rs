@@ -26,6 +26,14 @@ fn report(label: &str, boot: &Boot, initrd: &Path) {
         std::fs::metadata(initrd).unwrap().len(),
         merged_line.trim()
     );
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        let from = boot.console.find("starting as PID 1").unwrap_or(0);
+        let to = boot
+            .console
+            .find("switch root")
+            .map_or(boot.console.len(), |i| i + 40);
+        println!("{}", &boot.console[from..to.min(boot.console.len())]);
+    }
 }
 
 fn signed_extension(dir: &Path, name: &str, tree: &Path, fs: &str) -> std::path::PathBuf {
@@ -52,13 +60,17 @@ fn signed_extension(dir: &Path, name: &str, tree: &Path, fs: &str) -> std::path:
 }
 
 fn boot(dir: &Path, kernel: &Path, initrd: &Path, append: &str) -> Boot {
-    let root = root_tree(dir, "");
+    // Under `quiet` nothing reaches the serial console during the boot: the root prints the log.
+    let root = root_tree(dir, "dmesg | grep -e initrd-sysext -e 'Run /init'");
     let (disk, part_uuid, _) = root_disk(dir, &root);
     Qemu {
         kernel,
         initrd,
         disks: vec![disk],
-        append: format!("root=PARTUUID={part_uuid} {append}"),
+        append: format!(
+            "root=PARTUUID={part_uuid} {append} {}",
+            std::env::var("BENCH_APPEND").unwrap_or_default()
+        ),
         timeout: Duration::from_secs(300),
     }
     .boot()

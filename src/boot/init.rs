@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use rustix::mount::{mount, MountFlags};
 
 use crate::boot::cmdline::{Cmdline, OnFailure};
@@ -72,6 +72,7 @@ fn boot(c: &Cmdline) -> Result<(), BootError> {
         }
     );
     enroll::enroll(Path::new("/"));
+    debug!("keys enrolled");
     if c.sysext {
         merge_into(c, Path::new("/"))?;
         run_hooks(Path::new("/usr/lib/initrd-sysext/pre-mount.d"));
@@ -165,6 +166,7 @@ fn mount_root(c: &Cmdline) -> Result<(), BootError> {
     let spec = RootSpec::parse(c.root.as_deref().ok_or(RootError::Missing)?)?;
     let dev = rootdev::wait_for(&spec, c.root_timeout)?;
     let shown = dev.display().to_string();
+    debug!("root device {shown}");
     let fstype = match &c.rootfstype {
         Some(t) => t.clone(),
         None => rootdev::probe_fstype(&dev)

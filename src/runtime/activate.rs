@@ -165,6 +165,12 @@ fn available(d: &Dissected) -> Protection {
 
 fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateError> {
     let d = dissect::dissect(&found.resolved, Some(ctx.arch))?;
+    debug!(
+        "{}: dissected ({} at {})",
+        found.name,
+        d.fs.name(),
+        d.data.offset
+    );
     let designator = d.designator.unwrap_or(Designator::Root);
     let offered = available(&d);
     let policy = policy_for(ctx, found);
@@ -184,6 +190,7 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         source,
     })?;
     let data = loopdev::attach(&file, d.data.offset, d.data.size)?;
+    debug!("{}: data on {}", found.name, data.path().display());
     let (dev, dm_name, signer) = match level {
         Protection::Unprotected => (data.path().to_owned(), None, None),
         _ => {
@@ -277,6 +284,7 @@ fn verity(
         (Protection::Signed, Some(sig)) => signed(ctx, &name, table, &sig.signature, &root_hash)?,
         _ => (dm::create_verity(&name, &table)?, None),
     };
+    debug!("{}: dm-verity table loaded", found.name);
     if let Err(e) = first_block(&dev.path()) {
         let _ = dm::remove(&name);
         return Err(e);

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use log::{error, info};
+use log::{debug, error, info};
 use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
 
 use crate::runtime::activate::{self, ActivateError, Activated, Context};
@@ -75,6 +75,7 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
         }
     }
     let found = discover::discover(&ctx.root, in_initrd);
+    debug!("found {} extension(s)", found.len());
     let mut report = Report::default();
     let mut active: Vec<Activated> = Vec::new();
     for f in &found {
@@ -152,6 +153,7 @@ fn overlay(ctx: &Context, h: &str, layers: &[(&str, PathBuf)]) -> Result<(), Mer
     lower.extend(layers.iter().map(|(_, d)| escape(d)));
     lower.push(escape(&target));
     let options = format!("lowerdir={}", lower.join(":"));
+    debug!("overlay /{h}: {options}");
     let submounts = submounts(&target);
     let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
     if ctx.noexec {
