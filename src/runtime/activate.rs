@@ -394,26 +394,7 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
             "it holds usr/lib/os-release: an OS image, not an extension".into(),
         ));
     }
-    let candidates: Vec<Candidate> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let file_name = e.file_name().into_string().ok()?;
-            file_name
-                .starts_with("extension-release.")
-                .then(|| Candidate {
-                    not_strict: strict_xattr_false(&e.path()),
-                    file_name,
-                })
-        })
-        .collect();
-    let chosen = release::select(&candidates, &a.name)?;
-    let path = dir.join(&chosen.file_name);
-    let text = std::fs::read_to_string(&path).map_err(|e| ActivateError::Release {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let (path, text) = release_file(&dir, &a.name)?;
     let ext = Release::parse(&text).map_err(|e| ActivateError::Release {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -430,6 +411,39 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
         }
         other => Ok(other?),
     }
+}
+
+/// The extension-release file for `name` in `dir` and its text: `extension-release.<name>`
+/// when it exists (one open, the common case), else the choice among the directory's files.
+fn release_file(dir: &Path, name: &str) -> Result<(PathBuf, String), ActivateError> {
+    let read_error = |path: &Path, e: std::io::Error| ActivateError::Release {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let exact = dir.join(format!("extension-release.{name}"));
+    match std::fs::read_to_string(&exact) {
+        Ok(text) => return Ok((exact, text)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(read_error(&exact, e)),
+        Err(_) => {}
+    }
+    let candidates: Vec<Candidate> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let file_name = e.file_name().into_string().ok()?;
+            file_name
+                .starts_with("extension-release.")
+                .then(|| Candidate {
+                    not_strict: strict_xattr_false(&e.path()),
+                    file_name,
+                })
+        })
+        .collect();
+    let chosen = release::select(&candidates, name)?;
+    let path = dir.join(&chosen.file_name);
+    let text = std::fs::read_to_string(&path).map_err(|e| read_error(&path, e))?;
+    Ok((path, text))
 }
 
 /// `user.extension-release.strict` set to a false value.

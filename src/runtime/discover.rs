@@ -40,6 +40,8 @@ pub struct Found {
     pub resolved: PathBuf,
     pub kind: EntryKind,
     pub mtime: i64,
+    /// A directory with subdirectories (link count above 2): certainly not empty.
+    pub has_subdirs: bool,
 }
 
 /// The extensions under `root`, sorted by name in version order (lowest first).
@@ -57,16 +59,25 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
         let Ok(entries) = fs::read_dir(&real) else {
             continue;
         };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        // (name, is a symlink): only symlinks need resolving; the directory already is.
+        let mut names: Vec<(String, bool)> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let link = e.file_type().ok()?.is_symlink();
+                Some((e.file_name().into_string().ok()?, link))
+            })
             .collect();
         names.sort();
-        for file in names {
+        for (file, link) in names {
             if file.starts_with('.') {
                 continue;
             }
-            let path = root.join(dir).join(&file);
-            let Some(entry) = classify(root, &path, &file) else {
+            let rel = Path::new(dir).join(&file);
+            let resolved = match link {
+                true => chase(root, &rel),
+                false => Some(real.join(&file)),
+            };
+            let Some(entry) = resolved.and_then(|r| classify(root.join(&rel), &file, r)) else {
                 continue;
             };
             // The first entry of a name wins; an empty directory masks the name.
@@ -81,12 +92,11 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
 
 fn is_empty_dir(f: &Found) -> bool {
     f.kind == EntryKind::Directory
+        && !f.has_subdirs
         && fs::read_dir(&f.resolved).is_ok_and(|mut d| d.next().is_none())
 }
 
-fn classify(root: &Path, path: &Path, file: &str) -> Option<Found> {
-    let rel = path.strip_prefix(root).ok()?;
-    let resolved = chase(root, rel)?;
+fn classify(path: PathBuf, file: &str, resolved: PathBuf) -> Option<Found> {
     let md = fs::metadata(&resolved).ok()?;
     let ft = md.file_type();
     let (kind, name) = if ft.is_dir() {
@@ -101,10 +111,11 @@ fn classify(root: &Path, path: &Path, file: &str) -> Option<Found> {
     use std::os::unix::fs::MetadataExt;
     Some(Found {
         name,
-        path: path.to_owned(),
+        path,
         resolved,
         kind,
         mtime: md.mtime(),
+        has_subdirs: ft.is_dir() && md.nlink() > 2,
     })
 }
 

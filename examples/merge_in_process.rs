@@ -1,0 +1,31 @@
+//! Benchmark helper for scripts/bench-merge: merge + unmerge timed inside one process, as boot
+//! mode does it (PID 1 calls the library; no process is started per merge).
+//! Usage: merge_in_process ROOT RUNS — prints "merge min/median ms, unmerge min/median ms".
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use initrd_sysext::runtime::{merge, verbs};
+
+fn stats(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!("{:.3} / {:.3}", v[0], v[v.len() / 2])
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let root = PathBuf::from(args.next().expect("usage: merge_in_process ROOT RUNS"));
+    let runs: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(15);
+    let (mut merges, mut unmerges) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let ctx = verbs::context(&root, None, false);
+        let report = verbs::merge(&ctx).expect("merge");
+        merges.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+        let t = Instant::now();
+        merge::unmerge(&root).expect("unmerge");
+        unmerges.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!("{}   {}", stats(merges), stats(unmerges));
+}
