@@ -519,6 +519,7 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
             Long("force") => force = true,
             Long("noexec") => noexec = true,
             Long("kernel-cmdline") => {
+                crate::logging::to_kmsg();
                 let line = std::fs::read_to_string("/proc/cmdline").map_err(failed)?;
                 cmdline = Some(crate::boot::cmdline::Cmdline::parse(&line).0);
             }

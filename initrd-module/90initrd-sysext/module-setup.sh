@@ -3,8 +3,12 @@
 # certificates it needs, optional extension images, and the hook (non-systemd) or units (systemd)
 # that merge initrd-scope extensions before the root is mounted.
 
+# Settings (dracut.conf): initrd_sysext_binary (default: initrd-sysext from the PATH),
+# initrd_sysext_verity_dir (trusted certificates, default /etc/verity.d) and
+# initrd_sysext_extensions_dir (images to embed, default /etc/initrd-sysext/extensions).
+
 check() {
-    require_binaries initrd-sysext || return 1
+    [ -x "${initrd_sysext_binary:-}" ] || require_binaries initrd-sysext || return 1
     # Only when asked for (--add initrd-sysext or add_dracutmodules+=).
     return 255
 }
@@ -18,13 +22,17 @@ installkernel() {
 }
 
 install() {
-    inst_simple "$(command -v initrd-sysext)" /usr/bin/initrd-sysext
+    local certs="${initrd_sysext_verity_dir:-/etc/verity.d}"
+    local extensions="${initrd_sysext_extensions_dir:-/etc/initrd-sysext/extensions}"
+    inst_simple "${initrd_sysext_binary:-$(command -v initrd-sysext)}" /usr/bin/initrd-sysext
     local f
-    for f in /etc/verity.d/*.crt /etc/verity.d/secondary/*.crt; do
-        [ -e "$f" ] && inst_simple "$f"
+    for f in "$certs"/*.crt; do
+        [ -e "$f" ] && inst_simple "$f" "/etc/verity.d/${f##*/}"
     done
-    # Extension images to embed: /etc/initrd-sysext/extensions/*.raw -> /etc/extensions/.
-    for f in /etc/initrd-sysext/extensions/*.raw; do
+    for f in "$certs"/secondary/*.crt; do
+        [ -e "$f" ] && inst_simple "$f" "/etc/verity.d/secondary/${f##*/}"
+    done
+    for f in "$extensions"/*.raw; do
         [ -e "$f" ] && inst_simple "$f" "/etc/extensions/${f##*/}"
     done
     if dracut_module_included "systemd"; then

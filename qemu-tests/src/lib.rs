@@ -73,6 +73,19 @@ pub fn test_kernel_without_signatures() -> &'static Path {
     })
 }
 
+/// The test kernel plus what systemd and udev need (kernel-config/systemd.config): for
+/// dracut-built initrds.
+pub fn dracut_test_kernel() -> &'static Path {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        let script = repo().join("kernel-config/build-test-kernel");
+        let extra = repo().join("kernel-config/systemd.config");
+        PathBuf::from(last_line(
+            Command::new(script).arg(key("builtin.pem")).arg(extra),
+        ))
+    })
+}
+
 /// A committed test key or certificate.
 pub fn key(name: &str) -> PathBuf {
     repo().join("qemu-tests/keys").join(name)

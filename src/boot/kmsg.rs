@@ -19,6 +19,11 @@ fn priority(level: Level) -> u8 {
     }
 }
 
+/// One /dev/kmsg message (one write each): `<priority>initrd-sysext: text`.
+pub fn record_line(r: &Record) -> String {
+    format!("<{}>initrd-sysext: {}\n", priority(r.level()), r.args())
+}
+
 impl Log for Kmsg {
     fn enabled(&self, m: &Metadata) -> bool {
         m.level() <= log::max_level()
@@ -28,8 +33,7 @@ impl Log for Kmsg {
         if !self.enabled(r.metadata()) {
             return;
         }
-        // One write per record: /dev/kmsg takes each write as one message.
-        let line = format!("<{}>initrd-sysext: {}\n", priority(r.level()), r.args());
+        let line = record_line(r);
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let written = guard
             .as_mut()
