@@ -288,12 +288,40 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
         content: Content::Bytes(release.into_bytes()),
     };
     let meta = tree.lookup(&rel_path).map(|id| tree.nodes[id].meta.clone());
-    let meta = meta.unwrap_or_else(|| Meta::generated(0o644, mtime));
+    let mut meta = meta.unwrap_or_else(|| Meta::generated(0o644, mtime));
+    if renamed(spec) {
+        mark_not_strict(&mut meta);
+    }
     tree.insert(&rel_path, meta, kind, &dir_meta)?;
     Ok(match spec.designator {
         Designator::Root => tree,
         Designator::Usr => tree.subtree(tree.lookup("usr").expect("usr was just populated")),
     })
+}
+
+/// The image file is not `<name>.raw` (e.g. `--output NAME-%v.%a.raw`): systemd-sysext looks
+/// for `extension-release.<file name>`, so the release file must say it accepts any name.
+fn renamed(spec: &Spec) -> bool {
+    let file = spec.output.file_name().map(|f| f.to_string_lossy());
+    let differs = file
+        .as_deref()
+        .is_some_and(|f| crate::format::release::image_name(f) != spec.name);
+    if differs {
+        info!(
+            "{}: the image file is not named {0}.raw; extension-release.{0} gets \
+             user.extension-release.strict=false so systemd-sysext accepts it",
+            spec.name
+        );
+    }
+    differs
+}
+
+/// Sets `user.extension-release.strict` to false (replacing any value from the tree).
+fn mark_not_strict(meta: &mut Meta) {
+    const KEY: &[u8] = b"user.extension-release.strict";
+    meta.xattrs.retain(|(k, _)| k != KEY);
+    meta.xattrs.push((KEY.to_vec(), b"false".to_vec()));
+    meta.xattrs.sort();
 }
 
 /// Keeps `hier` (`usr/` minus os-release, `opt/`) and, over a base, only what the base lacks
