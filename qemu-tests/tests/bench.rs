@@ -148,3 +148,89 @@ fn boot_timings() {
     );
     report("test kernel, one signed ~100 MB extension", &b, &big_initrd);
 }
+
+/// The same signed extension and root on the dracut test kernel: our own initrd (PID 1), dracut
+/// + initrd-sysext (plain and systemd), dracut + systemd + its own systemd-sysext.
+#[test]
+#[ignore = "benchmark: scripts/bench-boot"]
+fn dracut_comparison() {
+    use qemu_tests::dracut::{dracut_base, extension, initrd as dracut_initrd, PLAIN, SYSTEMD};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = dracut_base(d);
+    let extensions = d.join("extensions");
+    std::fs::create_dir_all(&extensions).unwrap();
+    let img = extension(d, "tool", "trusted");
+    let ext = extensions.join("tool.raw");
+    std::fs::rename(&img, &ext).unwrap();
+    let ours_initrd = d.join("ours.cpio.zst");
+    ours(&[
+        "build",
+        "initrd",
+        "--init",
+        s(binary()),
+        "--extension",
+        s(&ext),
+        "--output",
+        s(&ours_initrd),
+    ]);
+    let mut rows = vec![("our PID 1 initrd".to_owned(), ours_initrd)];
+    let flavours = [
+        ("dracut + initrd-sysext", PLAIN.to_owned(), vec![]),
+        ("dracut + systemd + initrd-sysext", SYSTEMD.to_owned(), vec![]),
+        (
+            "dracut + systemd + systemd-sysext",
+            "bash systemd systemd-initrd dracut-systemd base rootfs-block systemd-sysext systemd-veritysetup dm".to_owned(),
+            vec!["--include".to_owned(), s(&ext).to_owned(), "/etc/extensions/tool.raw".to_owned()],
+        ),
+    ];
+    for (i, (label, modules, extra)) in flavours.into_iter().enumerate() {
+        let out = d.join(format!("dracut{i}.img"));
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let no_ext = d.join("none");
+        let source = if extra.is_empty() {
+            &extensions
+        } else {
+            &no_ext
+        };
+        dracut_initrd(d, &base, source, &modules, &extra, &out);
+        rows.push((label.to_owned(), out));
+    }
+    println!(
+        "| initrd | size | kernel -> /init | merged | switch root done | /init -> switch root |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, (label, initrd)) in rows.iter().enumerate() {
+        let run_dir = d.join(format!("run{i}"));
+        let root = root_tree(
+            &run_dir,
+            "echo ROOT-INIT-KMSG > /dev/kmsg\nls /usr/bin/busybox-sysext 2>&1",
+        );
+        let (disk, part_uuid, _) = root_disk(&run_dir, &root);
+        let boot = Qemu {
+            kernel: dracut_test_kernel(),
+            initrd,
+            disks: vec![disk],
+            append: format!("root=PARTUUID={part_uuid}"),
+            timeout: Duration::from_secs(300),
+        }
+        .boot();
+        let t = |needle: &str| boot.time_of(needle);
+        let show = |v: Option<f64>| v.map_or("-".into(), |t| format!("{t:.3} s"));
+        let (init, done) = (t("Run /init as init process"), t("ROOT-INIT-KMSG"));
+        println!(
+            "| {label} | {} bytes | {} | {} | {} | {} |",
+            std::fs::metadata(initrd).unwrap().len(),
+            show(init),
+            show(t("merged 1 extension(s) into /usr")),
+            show(done),
+            match (init, done) {
+                (Some(a), Some(b)) => format!("{:.0} ms", (b - a) * 1000.0),
+                _ => "-".into(),
+            }
+        );
+        if std::env::var_os("BENCH_TIMELINE").is_some() {
+            println!("{}", boot.console);
+        }
+    }
+}
