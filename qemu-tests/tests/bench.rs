@@ -197,7 +197,7 @@ fn dracut_comparison() {
         rows.push((label.to_owned(), out));
     }
     println!(
-        "| initrd | size | kernel -> /init | merged | switch root done | /init -> switch root |"
+        "| initrd | size | kernel -> /init | extension mounted | root's init runs | /init -> root's init |"
     );
     println!("|---|---|---|---|---|---|");
     for (i, (label, initrd)) in rows.iter().enumerate() {
@@ -222,7 +222,7 @@ fn dracut_comparison() {
             "| {label} | {} bytes | {} | {} | {} | {} |",
             std::fs::metadata(initrd).unwrap().len(),
             show(init),
-            show(t("merged 1 extension(s) into /usr")),
+            show(t("erofs: (device dm-0): mounted")),
             show(done),
             match (init, done) {
                 (Some(a), Some(b)) => format!("{:.0} ms", (b - a) * 1000.0),
