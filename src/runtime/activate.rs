@@ -421,7 +421,7 @@ fn release_file(dir: &Path, name: &str) -> Result<(PathBuf, String), ActivateErr
         reason: e.to_string(),
     };
     let exact = dir.join(format!("extension-release.{name}"));
-    match std::fs::read_to_string(&exact) {
+    match read_small(&exact) {
         Ok(text) => return Ok((exact, text)),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(read_error(&exact, e)),
         Err(_) => {}
@@ -446,11 +446,52 @@ fn release_file(dir: &Path, name: &str) -> Result<(PathBuf, String), ActivateErr
     Ok((path, text))
 }
 
+/// A small text file in one open, one read (two at EOF of a full buffer) and one close; release
+/// files are a few hundred bytes and merging 50 extensions reads 50 of them.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let len = buf.len();
+        if len == buf.capacity() {
+            buf.reserve(4096);
+        }
+        let spare = buf.capacity() - len;
+        buf.resize(len + spare, 0);
+        let n = file.read(&mut buf[len..])?;
+        buf.truncate(len + n);
+        if n == 0 || n < spare {
+            break;
+        }
+    }
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// `user.extension-release.strict` set to a false value.
 fn strict_xattr_false(path: &Path) -> bool {
     let mut buf = [0u8; 16];
     match rustix::fs::getxattr(path, "user.extension-release.strict", &mut buf) {
         Ok(n) => matches!(&buf[..n], b"0" | b"false" | b"no" | b"n" | b"off"),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_small_reads_whole_files_of_any_size() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
+            let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &text).unwrap();
+            assert_eq!(read_small(&path).unwrap(), text, "length {len}");
+        }
+        std::fs::write(dir.path().join("bin"), [0xff, 0xfe]).unwrap();
+        assert!(read_small(&dir.path().join("bin")).is_err());
+        assert!(read_small(&dir.path().join("missing")).is_err());
     }
 }
