@@ -10,7 +10,8 @@ use lexopt::{Parser, ValueExt};
 use crate::build::genkey::{self, Issuer};
 use crate::build::initrd::{self, Compression};
 use crate::build::output;
-use crate::build::repart::{Definitions, Flags};
+use crate::build::project;
+use crate::build::repart::{self, Flags};
 use crate::build::sysext::{self, FsKind, Hierarchies, Identity, Spec, VerityMode};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
@@ -24,14 +25,15 @@ usage: initrd-sysext [-v] COMMAND ...
   genkey --key K --cert C [--cn NAME] [--days N] [--ca-key K --ca-cert C] [--force]
   build sysext --tree DIR [--extra-tree SRC[:DST]]... [--base DIR] --name NAME [--version V] [--scope SCOPES]
                [--id ID [--version-id V] | --os-release FILE] [--arch x86-64|arm64]
-               [--fs erofs|squashfs] [--partition root|usr] [--verity signed|hash|off]
+               [--fs erofs|squashfs] [--partition root|usr] [--verity signed|defer|hash|off]
                [--key K --cert C] [--seed UUID] [--split] [--force] --output OUT.raw
                [--definitions DIR]  (systemd-repart *.conf instead of --fs/--partition/--verity)
-  build initrd [--tree DIR] [--kver V] [--modules-dir DIR] [--module NAME]... [--cert C]...
+  build initrd [--tree DIR] [--extra-tree SRC[:DST]]... [--kver V] [--modules-dir DIR] [--module NAME]... [--cert C]...
                [--secondary-cert C]...
                [--extension IMG]... [--init BINARY] [--compress zstd|none] [--level N]
                [--force] --output initrd.cpio.zst
   build extension-cpio IMG... [--force] --output X.cpio
+  build --directory DIR [--init BINARY] [--force]   (a mkosi-style project: mkosi.conf, mkosi.images/*/)
   sign IMAGE (--key K | --signature FILE.p7s) --cert C [--force]   (a --verity defer image)
   inspect IMAGE|INITRD [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
@@ -96,11 +98,21 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
     logging::init_stderr(verbosity);
     match command.as_str() {
         "genkey" => genkey_cmd(&mut p),
-        "build" => match p.value()?.string()?.as_str() {
-            "sysext" => build_sysext(&mut p),
-            "initrd" => build_initrd(&mut p),
-            "extension-cpio" => build_extension_cpio(&mut p),
-            other => Err(usage(format!("unknown build target {other:?}"))),
+        "build" => match p.next()? {
+            Some(Value(v)) => match v.string()?.as_str() {
+                "sysext" => build_sysext(&mut p),
+                "initrd" => build_initrd(&mut p),
+                "extension-cpio" => build_extension_cpio(&mut p),
+                other => Err(usage(format!("unknown build target {other:?}"))),
+            },
+            Some(Long("directory") | Short('C')) => {
+                let dir = path(&mut p)?;
+                build_project(&dir, &mut p)
+            }
+            Some(other) => Err(other.unexpected().into()),
+            None => Err(usage(
+                "build what? sysext, initrd, extension-cpio or --directory DIR",
+            )),
         },
         "inspect" => inspect_cmd(&mut p),
         "sign" => sign_cmd(&mut p),
@@ -254,7 +266,7 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
         (None, None) => None,
         _ => return Err(usage("--key and --cert go together")),
     };
-    layout(&mut s, flags, definitions.as_deref())?;
+    repart::layout(&mut s, flags, definitions.as_deref()).map_err(failed)?;
     let r = sysext::build(&s).map_err(failed)?;
     println!("{}", r.output.display());
     log::info!(
@@ -275,29 +287,6 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Filesystem, partition, architecture and verity from the flags and, with `--definitions`,
-/// the repart files (with which a given flag must agree); their hierarchies, labels and flags.
-fn layout(s: &mut Spec, flags: Flags, definitions: Option<&Path>) -> Result<(), CliError> {
-    let flags = match definitions {
-        Some(dir) => {
-            let defs = Definitions::load(dir).map_err(failed)?;
-            s.hierarchies = defs.hierarchies;
-            s.partitions = defs.partitions.clone();
-            defs.merge(flags, s.signing.is_some()).map_err(failed)?
-        }
-        None => flags,
-    };
-    s.fs = flags.fs.unwrap_or(FsKind::Erofs);
-    s.designator = flags.partition.unwrap_or(Designator::Root);
-    s.arch = flags.arch.unwrap_or_else(Arch::host);
-    // Without a key the default is an unsigned verity image.
-    s.verity = flags.verity.unwrap_or(match s.signing {
-        Some(_) => VerityMode::Signed,
-        None => VerityMode::Hash,
-    });
-    Ok(())
-}
-
 fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
     let mut s = initrd::Spec {
         init: std::env::current_exe().map_err(failed)?,
@@ -309,6 +298,11 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
     while let Some(arg) = p.next()? {
         match arg {
             Long("tree") => s.tree = Some(path(p)?),
+            Long("extra-tree") => {
+                let v = string(p)?;
+                let (src, dst) = v.split_once(':').unwrap_or((&v, "/"));
+                s.extra_trees.push((PathBuf::from(src), dst.to_owned()));
+            }
             Long("kver") => s.kver = Some(string(p)?),
             Long("modules-dir") => s.modules_dir = Some(path(p)?),
             Long("module") => s.modules.push(string(p)?),
@@ -337,6 +331,23 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
         r.bytes,
         r.modules.join(" ")
     );
+    Ok(())
+}
+
+/// `build --directory DIR [--force]`: every image of a mkosi-style project, in dependency order.
+fn build_project(dir: &Path, p: &mut Parser) -> Result<(), CliError> {
+    let (mut force, mut init) = (false, std::env::current_exe().map_err(failed)?);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("force") | Short('f') => force = true,
+            Long("init") => init = path(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let images = project::plan(dir, force).map_err(failed)?;
+    for out in project::build(&images, &init, force).map_err(failed)? {
+        println!("{}", out.display());
+    }
     Ok(())
 }
 

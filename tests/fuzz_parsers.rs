@@ -1,8 +1,8 @@
 //! A short, deterministic fuzz run over the parsers that see untrusted bytes (GPT, verity
-//! superblock, signature JSON, release files): mutated valid inputs must give Ok or a typed
-//! error, never a panic. The cargo-fuzz targets in fuzz/ run the same entry points longer.
+//! superblock, signature JSON, release files, mkosi configuration): mutated valid inputs must
+//! give Ok or a typed error, never a panic. The cargo-fuzz targets in fuzz/ run them longer.
 
-use initrd_sysext::format::{blob::Blob, gpt, release, signature, verity};
+use initrd_sysext::format::{blob::Blob, gpt, mkosi_conf, release, signature, verity};
 
 /// xorshift64*: deterministic, so a failure reproduces.
 struct Rng(u64);
@@ -147,6 +147,18 @@ fn release_parser_survives_mutations() {
     run(4, 50_000, text, |b| {
         if let Ok(r) = release::Release::parse(&String::from_utf8_lossy(b)) {
             assert_eq!(release::Release::parse(&r.render()).unwrap(), r);
+        }
+    });
+}
+
+#[test]
+fn mkosi_conf_parser_survives_mutations() {
+    let text = b"# c\n[Output]\nFormat=disk\nOutput=kubectl-3.0.%a\n[Content]\nPackages=systemd\n    udev\n; x\nBaseTrees=%O/base\n";
+    run(5, 50_000, text, |b| {
+        if let Ok(entries) = mkosi_conf::parse(&String::from_utf8_lossy(b)) {
+            for e in entries {
+                assert!(!e.key.is_empty() && e.line >= 1);
+            }
         }
     });
 }

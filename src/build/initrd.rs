@@ -53,6 +53,8 @@ pub enum Compression {
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
     pub tree: Option<PathBuf>,
+    /// `(SRC, DST)`: trees copied over the tree at DST, as mkosi's `ExtraTrees=`.
+    pub extra_trees: Vec<(PathBuf, String)>,
     pub kver: Option<String>,
     pub modules_dir: Option<PathBuf>,
     pub modules: Vec<String>,
@@ -150,6 +152,12 @@ fn base_tree(spec: &Spec) -> Result<Tree, InitrdError> {
         )?,
         None => Tree::new(Meta::generated(0o755, spec.source_date_epoch.unwrap_or(0))),
     };
+    let scan = ScanOptions {
+        clamp_mtime: spec.source_date_epoch,
+    };
+    for (src, dst) in &spec.extra_trees {
+        tree.graft(&Tree::scan(src, &scan)?, dst)?;
+    }
     for n in &mut tree.nodes {
         n.meta.uid = 0;
         n.meta.gid = 0;

@@ -6,9 +6,32 @@ use std::path::{Path, PathBuf};
 
 use log::{debug, warn};
 
-use crate::build::sysext::{FsKind, Hierarchies, Overrides, PartitionOverride, VerityMode};
+use crate::build::sysext::{FsKind, Hierarchies, Overrides, PartitionOverride, Spec, VerityMode};
 use crate::format::gpt::{self, Arch, Designator, Role};
 use crate::format::uuid::Uuid;
+
+/// Filesystem, partition, architecture and verity from the flags and, with `--definitions`,
+/// the repart files (with which a given flag must agree); their hierarchies, labels and flags.
+pub fn layout(s: &mut Spec, flags: Flags, definitions: Option<&Path>) -> Result<(), RepartError> {
+    let flags = match definitions {
+        Some(dir) => {
+            let defs = Definitions::load(dir)?;
+            s.hierarchies = defs.hierarchies;
+            s.partitions = defs.partitions.clone();
+            defs.merge(flags, s.signing.is_some())?
+        }
+        None => flags,
+    };
+    s.fs = flags.fs.unwrap_or(FsKind::Erofs);
+    s.designator = flags.partition.unwrap_or(Designator::Root);
+    s.arch = flags.arch.unwrap_or_else(Arch::host);
+    // Without a key the default is an unsigned verity image.
+    s.verity = flags.verity.unwrap_or(match s.signing {
+        Some(_) => VerityMode::Signed,
+        None => VerityMode::Hash,
+    });
+    Ok(())
+}
 
 /// A line of a definitions file, shown as `file:line`.
 #[derive(Debug, Clone, PartialEq, Eq)]

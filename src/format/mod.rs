@@ -8,6 +8,7 @@ pub mod erofs_read;
 pub mod gpt;
 pub mod hex;
 pub mod kmod;
+pub mod mkosi_conf;
 pub mod release;
 pub mod signature;
 pub mod squashfs;
