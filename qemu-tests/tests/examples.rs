@@ -40,6 +40,7 @@ fn btrfs_initrd_walkthrough_with_debian_packages() {
         "scope:        initrd",
         "signer CN=initrd-sysext TEST trusted signer",
         "✓ extension for initrd",
+        "systemd-dissect agrees: root hash",
         "btrfs-progs: squashfs root image, Signed, signed by kernel keyring",
         "merged 1 extension(s) into /usr: btrfs-progs",
         "btrfs-progs v6.2",
