@@ -241,6 +241,17 @@ pub struct Qemu<'a> {
 }
 
 impl Qemu<'_> {
+    /// Boots and asserts that the guest ended by itself (reboot under -no-reboot) in time.
+    pub fn boot_to_end(&self) -> Boot {
+        let boot = self.boot();
+        assert!(
+            !boot.timed_out,
+            "QEMU did not end by itself:\n{}",
+            boot.console
+        );
+        boot
+    }
+
     /// Boots under TCG with the serial console on stdout; kills QEMU after the timeout.
     pub fn boot(&self) -> Boot {
         let mut cmd = Command::new("qemu-system-x86_64");

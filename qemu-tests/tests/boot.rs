@@ -94,20 +94,14 @@ fn initrd(dir: &Path, extensions: &[&Path], extra: &[&str]) -> PathBuf {
 fn boot_root(dir: &Path, initrd: &Path, script: &str, append: &str) -> Boot {
     let root = root_tree(dir, script);
     let (disk, part_uuid, _) = root_disk(dir, &root);
-    let boot = Qemu {
+    Qemu {
         kernel: test_kernel(),
         initrd,
         disks: vec![disk],
         append: format!("root=PARTUUID={part_uuid} {append}"),
         timeout: TIMEOUT,
     }
-    .boot();
-    assert!(
-        !boot.timed_out,
-        "QEMU did not end by itself:\n{}",
-        boot.console
-    );
-    boot
+    .boot_to_end()
 }
 
 #[test]
@@ -453,12 +447,7 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
         ),
         timeout: Duration::from_secs(180),
     }
-    .boot();
-    assert!(
-        !boot.timed_out,
-        "QEMU did not end by itself:\n{}",
-        boot.console
-    );
+    .boot_to_end();
     boot.expect("initrd-sysext: modules: ")
         .expect_not("module dm_verity: ")
         .expect("deb: erofs root image, Verity")

@@ -11,20 +11,14 @@ use qemu_tests::*;
 fn boot(dir: &Path, initrd: &Path, append: &str) -> Boot {
     let root = root_tree(dir, "");
     let (disk, part_uuid, _) = root_disk(dir, &root);
-    let boot = Qemu {
+    Qemu {
         kernel: dracut_test_kernel(),
         initrd,
         disks: vec![disk],
         append: format!("root=PARTUUID={part_uuid} {append}"),
         timeout: Duration::from_secs(180),
     }
-    .boot();
-    assert!(
-        !boot.timed_out,
-        "QEMU did not end by itself:\n{}",
-        boot.console
-    );
-    boot
+    .boot_to_end()
 }
 
 /// One flavour: a good and an untrusted extension; then the same initrd with rd.sysext=0.
