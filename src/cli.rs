@@ -12,7 +12,7 @@ use crate::build::initrd::{self, Compression};
 use crate::build::output;
 use crate::build::project;
 use crate::build::repart::{self, Flags};
-use crate::build::sysext::{self, FsKind, Hierarchies, Identity, Spec, VerityMode};
+use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
 use crate::runtime::policy::Policy;
@@ -175,27 +175,8 @@ fn write_new(path: &Path, bytes: &[u8], force: bool, mode: u32) -> Result<(), Cl
 }
 
 fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
-    let mut s = Spec {
-        tree: PathBuf::new(),
-        extra_trees: Vec::new(),
-        base: None,
-        name: String::new(),
-        version: None,
-        scope: "initrd".into(),
-        identity: Identity::Derived,
-        arch: Arch::host(),
-        fs: FsKind::Erofs,
-        designator: Designator::Root,
-        verity: VerityMode::Signed,
-        hierarchies: Hierarchies::ALL,
-        partitions: Default::default(),
-        signing: None,
-        seed: None,
-        split: false,
-        output: PathBuf::new(),
-        force: false,
-        source_date_epoch: source_date_epoch()?,
-    };
+    let mut s = Spec::new(PathBuf::new(), String::new(), PathBuf::new());
+    s.source_date_epoch = source_date_epoch()?;
     let (mut tree, mut name, mut output, mut key, mut cert) = (None, None, None, None, None);
     let (mut id, mut version_id) = (None, None);
     let (mut flags, mut definitions) = (Flags::default(), None);

@@ -10,9 +10,9 @@ use log::{info, warn};
 use crate::build::directory::{self, DirectoryError};
 use crate::build::initrd::{self, Compression, InitrdError};
 use crate::build::repart::{self, Flags, RepartError};
-use crate::build::sysext::{self, BuildError, FsKind, Hierarchies, Identity, Spec, VerityMode};
+use crate::build::sysext::{self, BuildError, FsKind, Spec, VerityMode};
 use crate::build::tree::{ScanOptions, Tree, TreeError};
-use crate::format::gpt::{Arch, Designator};
+use crate::format::gpt::Arch;
 use crate::format::mkosi_conf::{self, ConfError, Entry};
 
 #[derive(Debug, thiserror::Error)]
@@ -663,28 +663,15 @@ fn sysext_image(image: &Image, force: bool) -> Result<(), ProjectError> {
         .file_stem()
         .unwrap_or_default()
         .to_string_lossy();
-    let mut spec = Spec {
-        tree: first.0.clone(),
-        extra_trees: rest.to_vec(),
-        base: image.base.clone(),
-        name: stem.into_owned(),
-        version: image.version.clone(),
-        // mkosi writes no SYSEXT_SCOPE: systemd's default; the tree's release file may set one.
-        scope: "system portable".into(),
-        identity: Identity::Derived,
-        arch: Arch::host(),
-        fs: FsKind::Erofs,
-        designator: Designator::Root,
-        verity: VerityMode::Signed,
-        hierarchies: Hierarchies::ALL,
-        partitions: Default::default(),
-        signing: image.signing.clone(),
-        seed: None,
-        split: false,
-        output: image.output.clone(),
-        force,
-        source_date_epoch: image.source_date_epoch,
-    };
+    let mut spec = Spec::new(first.0.clone(), stem.into_owned(), image.output.clone());
+    spec.extra_trees = rest.to_vec();
+    spec.base = image.base.clone();
+    spec.version = image.version.clone();
+    // mkosi writes no SYSEXT_SCOPE: systemd's default; the tree's release file may set one.
+    spec.scope = "system portable".into();
+    spec.signing = image.signing.clone();
+    spec.force = force;
+    spec.source_date_epoch = image.source_date_epoch;
     let flags = Flags {
         fs: image.fs,
         verity: image.verity,

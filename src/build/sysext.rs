@@ -176,6 +176,34 @@ pub struct Spec {
     pub source_date_epoch: Option<i64>,
 }
 
+impl Spec {
+    /// `build sysext`'s defaults: an `initrd`-scope erofs root image of `usr/` and `opt/`,
+    /// identity derived from the trees, signed verity (layout flags may change it).
+    pub fn new(tree: PathBuf, name: String, output: PathBuf) -> Spec {
+        Spec {
+            tree,
+            extra_trees: Vec::new(),
+            base: None,
+            name,
+            version: None,
+            scope: "initrd".into(),
+            identity: Identity::Derived,
+            arch: Arch::host(),
+            fs: FsKind::Erofs,
+            designator: Designator::Root,
+            verity: VerityMode::Signed,
+            hierarchies: Hierarchies::ALL,
+            partitions: Default::default(),
+            signing: None,
+            seed: None,
+            split: false,
+            output,
+            force: false,
+            source_date_epoch: None,
+        }
+    }
+}
+
 /// What was built.
 #[derive(Debug)]
 pub struct Report {
