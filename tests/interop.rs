@@ -835,3 +835,53 @@ fn sha2_hex(text: &str) -> String {
         .trim()
         .to_owned()
 }
+
+/// `--output NAME-%v.%a.raw`: systemd looks up `extension-release.<file name>`, so the release
+/// file says it accepts any name (user.extension-release.strict=false); a plain build renamed
+/// afterwards is, as systemd intends, no extension at all.
+#[test]
+fn versioned_file_names_are_accepted_by_systemd_dissect() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    fs::write(tree.join("usr/bin/tool"), b"tool\n").unwrap();
+    let build = |output: &str| {
+        ours_ok(&[
+            "build",
+            "sysext",
+            "--tree",
+            s(&tree),
+            "--name",
+            "tool",
+            "--version",
+            "1.0",
+            "--id",
+            "debian",
+            "--version-id",
+            "12",
+            "--scope",
+            "system",
+            "--verity",
+            "off",
+            "--output",
+            &format!("{}/{output}", dir.path().display()),
+        ]);
+    };
+    let dissect = |file: &str| {
+        let o = Command::new("systemd-dissect")
+            .arg(dir.path().join(file))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    build("tool-%v.%a.raw");
+    assert!(dissect("tool-1.0.x86-64.raw").contains("✓ extension for system"));
+    build("tool.raw");
+    fs::copy(
+        dir.path().join("tool.raw"),
+        dir.path().join("renamed-1.0.raw"),
+    )
+    .unwrap();
+    assert!(dissect("tool.raw").contains("✓ extension for system"));
+    assert!(dissect("renamed-1.0.raw").contains("✗ extension for system"));
+}
