@@ -110,7 +110,6 @@ pub fn initrd(
         .arg(out));
 }
 
-/// Module lists: plain dracut with our module, and dracut's systemd initrd with it.
-pub const PLAIN: &str = "bash base rootfs-block udev-rules initrd-sysext";
-pub const SYSTEMD: &str =
-    "bash systemd systemd-initrd dracut-systemd base rootfs-block initrd-sysext";
+/// Module lists: a plain dracut initrd, and dracut's systemd initrd; ours comes with `--add`.
+pub const PLAIN: &str = "bash base rootfs-block udev-rules";
+pub const SYSTEMD: &str = "bash systemd systemd-initrd dracut-systemd base rootfs-block";

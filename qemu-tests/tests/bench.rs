@@ -175,9 +175,10 @@ fn dracut_comparison() {
         s(&ours_initrd),
     ]);
     let mut rows = vec![("our PID 1 initrd".to_owned(), ours_initrd)];
+    let add_ours = || vec!["--add".to_owned(), "initrd-sysext".to_owned()];
     let flavours = [
-        ("dracut + initrd-sysext", PLAIN.to_owned(), vec![]),
-        ("dracut + systemd + initrd-sysext", SYSTEMD.to_owned(), vec![]),
+        ("dracut + initrd-sysext", PLAIN.to_owned(), add_ours()),
+        ("dracut + systemd + initrd-sysext", SYSTEMD.to_owned(), add_ours()),
         (
             "dracut + systemd + systemd-sysext",
             "bash systemd systemd-initrd dracut-systemd base rootfs-block systemd-sysext systemd-veritysetup dm".to_owned(),
@@ -188,7 +189,7 @@ fn dracut_comparison() {
         let out = d.join(format!("dracut{i}.img"));
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let no_ext = d.join("none");
-        let source = if extra.is_empty() {
+        let source = if extra[0] == "--add" {
             &extensions
         } else {
             &no_ext

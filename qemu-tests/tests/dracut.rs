@@ -1,5 +1,6 @@
-//! The dracut module (initrd-module/): Debian's dracut 059 builds initrds with `--add`-style
-//! module lists, with and without systemd inside, for the dracut test kernel; each is booted.
+//! The dracut module (initrd-module/): Debian's dracut 059 builds initrds with
+//! `--add initrd-sysext`, with and without systemd inside, for the dracut test kernel; each is
+//! booted.
 //! A probe module runs the extension's tool after the merge and before the root is mounted.
 
 use std::path::Path;
@@ -33,8 +34,9 @@ fn flavour(systemd: bool) {
         std::fs::rename(&img, extensions.join(format!("{name}.raw"))).unwrap();
     }
     let initrd = d.join("initrd.img");
-    let modules = format!("{} sysext-probe", if systemd { SYSTEMD } else { PLAIN });
-    dracut_initrd(d, &base, &extensions, &modules, &[], &initrd);
+    let modules = if systemd { SYSTEMD } else { PLAIN };
+    let add = ["--add", "initrd-sysext sysext-probe"];
+    dracut_initrd(d, &base, &extensions, modules, &add, &initrd);
     let b = boot(&d.join("a"), &initrd, "");
     b.expect("tool: erofs root image, Signed, signed by kernel keyring")
         .expect("skipping extension rogue")
