@@ -1,7 +1,7 @@
 //! The merge engine on the host, in private mount namespaces over fake roots (never the host's
 //! /usr, except read-only overlays inside a private namespace for systemd-sysext's `status`):
-//! directories and naked images, precedence, masking, compatibility, read-only, interop with
-//! Debian's systemd-sysext.
+//! directories and naked images, precedence, masking, compatibility, read-only, stacking on an
+//! existing overlay, interop with Debian's systemd-sysext.
 
 mod common;
 
@@ -258,4 +258,44 @@ fn systemd_sysext_recognises_and_unmerges_our_merge() {
         out.contains("hostcheck") && out.contains("VISIBLE") && out.contains("REMOVED"),
         "{out}"
     );
+}
+
+/// A hierarchy that is already a writable overlay (Prism and the like, reference 002): the
+/// merge stacks on it (its renamed directories and files stay visible, the result is
+/// read-only) and the unmerge gives the writable overlay back.
+#[test]
+fn merge_stacks_on_an_existing_overlay() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
+    dir_ext(
+        &root,
+        "var/lib/extensions",
+        "stacked",
+        "ID=debian\nVERSION_ID=12\n",
+    );
+    let (r, d) = (s(&root), dir.path().display());
+    let out = in_namespace(&format!(
+        "mkdir -p {d}/lower/share/olddir {d}/upper {d}/work
+         echo lower > {d}/lower/share/olddir/file
+         mount -t overlay prism -o lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work,redirect_dir=on {r}/usr
+         mv {r}/usr/share/olddir {r}/usr/share/newdir
+         echo prism > {r}/usr/prismfile
+         {BIN} merge --root {r} >/dev/null
+         echo \"SEEN: $(cat {r}/usr/share/newdir/file {r}/usr/prismfile {r}/usr/bin/stacked)\"
+         touch {r}/usr/x 2>/dev/null && echo WRITABLE || echo READ-ONLY
+         {BIN} unmerge --root {r} >/dev/null
+         test -e {r}/usr/bin/stacked && echo STILL-MERGED || echo UNMERGED
+         touch {r}/usr/y && echo PRISM-WRITABLE-AGAIN"
+    ));
+    for want in [
+        "SEEN: lower\nprism\nstacked",
+        "READ-ONLY",
+        "UNMERGED",
+        "PRISM-WRITABLE-AGAIN",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
 }
