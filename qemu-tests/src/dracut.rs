@@ -54,8 +54,14 @@ pub fn dracut_base(dir: &Path) -> PathBuf {
     base
 }
 
-/// An extension shipping busybox as /usr/bin/busybox-sysext, signed by test key `keyname`.
+/// An `initrd`-scope extension shipping busybox as /usr/bin/busybox-sysext, signed by test key
+/// `keyname`.
 pub fn extension(dir: &Path, name: &str, keyname: &str) -> PathBuf {
+    extension_scoped(dir, name, keyname, "initrd")
+}
+
+/// [`extension`] with the given `SYSEXT_SCOPE`.
+pub fn extension_scoped(dir: &Path, name: &str, keyname: &str, scope: &str) -> PathBuf {
     let tree = dir.join(format!("{name}-tree"));
     write_tree(&tree, &[("usr/bin/busybox-sysext", &busybox(), 0o755)]);
     let out = dir.join(format!("{name}.raw"));
@@ -68,6 +74,8 @@ pub fn extension(dir: &Path, name: &str, keyname: &str) -> PathBuf {
         name,
         "--id",
         "_any",
+        "--scope",
+        scope,
         "--key",
         s(&key(&format!("{keyname}.key"))),
         "--cert",
