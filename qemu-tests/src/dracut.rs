@@ -86,8 +86,9 @@ pub fn extension_scoped(dir: &Path, name: &str, keyname: &str, scope: &str) -> P
     out
 }
 
-/// `dracut --no-kernel` (the dracut test kernel has every driver built in) with `modules`, our
-/// module's settings pointing at `extensions`, and `extra` arguments; writes `out`.
+/// dracut with `modules`, our module's settings pointing at `extensions`, and `extra` arguments;
+/// writes `out`. `--no-kernel` (the dracut test kernel has every driver built in) unless `extra`
+/// names a kernel with `--kver`.
 pub fn initrd(
     dir: &Path,
     base: &Path,
@@ -111,7 +112,8 @@ pub fn initrd(
     std::fs::create_dir_all(&confdir).unwrap();
     run(Command::new("dracut")
         .env("dracutbasedir", base)
-        .args(["--force", "--quiet", "--no-hostonly", "--no-kernel"])
+        .args(["--force", "--quiet", "--no-hostonly"])
+        .args((!extra.contains(&"--kver")).then_some("--no-kernel"))
         .args(["--conf", s(&conf), "--confdir", s(&confdir)])
         .args(["--modules", modules, "--compress", "zstd"])
         .args(extra)

@@ -88,6 +88,34 @@ pub fn dracut_test_kernel() -> &'static Path {
     })
 }
 
+/// Debian's own kernel package, fetched once per machine: (vmlinuz, modules dir).
+pub fn debian_kernel() -> (PathBuf, PathBuf) {
+    let out = run(&mut std::process::Command::new(
+        repo().join("scripts/fetch-debian-kernel"),
+    ));
+    let root = PathBuf::from(out.trim()).join("root");
+    let boot = std::fs::read_dir(root.join("boot"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path());
+    let vmlinuz = boot
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz")
+        })
+        .unwrap();
+    let modules = std::fs::read_dir(root.join("lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    (vmlinuz, modules)
+}
+
 /// A committed test key or certificate.
 pub fn key(name: &str) -> PathBuf {
     repo().join("qemu-tests/keys").join(name)

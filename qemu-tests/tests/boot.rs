@@ -382,34 +382,6 @@ fn scenario2_squashfs_extension_appended_as_extra_sysext_cpio() {
         .expect("ROOT-INIT: done");
 }
 
-/// Debian's own kernel package, fetched once per machine: (vmlinuz, modules dir).
-fn debian_kernel() -> (PathBuf, PathBuf) {
-    let out = run(&mut std::process::Command::new(
-        repo().join("scripts/fetch-debian-kernel"),
-    ));
-    let root = PathBuf::from(out.trim()).join("root");
-    let boot = std::fs::read_dir(root.join("boot"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path());
-    let vmlinuz = boot
-        .into_iter()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("vmlinuz")
-        })
-        .unwrap();
-    let modules = std::fs::read_dir(root.join("lib/modules"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    (vmlinuz, modules)
-}
-
 #[test]
 fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
     let dir = tempfile::tempdir().unwrap();

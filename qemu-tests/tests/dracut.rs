@@ -93,3 +93,71 @@ fn dracut_without_systemd_merges_before_the_root_mount() {
 fn dracut_with_systemd_merges_before_the_root_mount() {
     flavour(true);
 }
+
+/// Debian's kernel, whose drivers are modules: dracut installs the module's kernel modules
+/// (installkernel), the hook loads them, and an extension merges. Debian's kernel trusts only
+/// Debian's keys, so the extension is verity-protected and unsigned, allowed by the policy.
+#[test]
+fn dracut_on_debians_kernel_installs_and_loads_the_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (vmlinuz, modules) = debian_kernel();
+    let kver = modules.file_name().unwrap().to_str().unwrap().to_owned();
+    let base = dracut_base(d);
+    let extensions = d.join("extensions");
+    let tree = d.join("debtool-tree");
+    write_tree(&tree, &[("usr/bin/busybox-sysext", &busybox(), 0o755)]);
+    std::fs::create_dir_all(&extensions).unwrap();
+    ours(&[
+        "build",
+        "sysext",
+        "--tree",
+        s(&tree),
+        "--name",
+        "debtool",
+        "--id",
+        "_any",
+        "--verity",
+        "hash",
+        "--output",
+        s(&extensions.join("debtool.raw")),
+    ]);
+    let initrd = d.join("initrd.img");
+    let extra = [
+        "--kver",
+        &kver,
+        "--kmoddir",
+        s(&modules),
+        "--add",
+        "initrd-sysext sysext-probe",
+        "--add-drivers",
+        "virtio_pci virtio_blk ext4",
+    ];
+    dracut_initrd(d, &base, &extensions, PLAIN, &extra, &initrd);
+    let listing = ours(&["inspect", s(&initrd)]);
+    for m in [
+        "loop.ko",
+        "dm-verity.ko",
+        "erofs.ko",
+        "overlay.ko",
+        "squashfs.ko",
+    ] {
+        assert!(listing.contains(m), "{m} not in the initrd:\n{listing}");
+    }
+    let root = root_tree(d, "");
+    let (disk, part_uuid, _) = root_disk(d, &root);
+    Qemu {
+        kernel: &vmlinuz,
+        initrd: &initrd,
+        disks: vec![disk],
+        append: format!(
+            "root=PARTUUID={part_uuid} rd.sysext.image_policy=root=verity+signed+absent:usr=verity+signed+absent"
+        ),
+        timeout: Duration::from_secs(240),
+    }
+    .boot_to_end()
+    .expect("debtool: erofs root image, Verity")
+    .expect("merged 1 extension(s) into /usr: debtool")
+    .expect("SYSEXT-PROBE: before the root mount: BusyBox v1.35.0")
+    .expect("ROOT-INIT: done");
+}
