@@ -13,6 +13,7 @@ use crate::build::output;
 use crate::build::project;
 use crate::build::repart::{self, Flags};
 use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
+use crate::build::tree;
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
 use crate::runtime::policy::Policy;
@@ -183,11 +184,7 @@ fn build_sysext(p: &mut Parser) -> Result<(), CliError> {
     while let Some(arg) = p.next()? {
         match arg {
             Long("tree") => tree = Some(path(p)?),
-            Long("extra-tree") => {
-                let v = string(p)?;
-                let (src, dst) = v.split_once(':').unwrap_or((&v, "/"));
-                s.extra_trees.push((PathBuf::from(src), dst.to_owned()));
-            }
+            Long("extra-tree") => s.extra_trees.push(tree::extra_tree(&string(p)?)),
             Long("base") => s.base = Some(path(p)?),
             Long("name") => name = Some(string(p)?),
             Long("version") => s.version = Some(string(p)?),
@@ -279,11 +276,7 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
     while let Some(arg) = p.next()? {
         match arg {
             Long("tree") => s.tree = Some(path(p)?),
-            Long("extra-tree") => {
-                let v = string(p)?;
-                let (src, dst) = v.split_once(':').unwrap_or((&v, "/"));
-                s.extra_trees.push((PathBuf::from(src), dst.to_owned()));
-            }
+            Long("extra-tree") => s.extra_trees.push(tree::extra_tree(&string(p)?)),
             Long("kver") => s.kver = Some(string(p)?),
             Long("modules-dir") => s.modules_dir = Some(path(p)?),
             Long("module") => s.modules.push(string(p)?),

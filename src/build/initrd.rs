@@ -155,9 +155,7 @@ fn base_tree(spec: &Spec) -> Result<Tree, InitrdError> {
     let scan = ScanOptions {
         clamp_mtime: spec.source_date_epoch,
     };
-    for (src, dst) in &spec.extra_trees {
-        tree.graft(&Tree::scan(src, &scan)?, dst)?;
-    }
+    tree.graft_all(&spec.extra_trees, &scan)?;
     for n in &mut tree.nodes {
         n.meta.uid = 0;
         n.meta.gid = 0;

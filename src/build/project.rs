@@ -11,7 +11,7 @@ use crate::build::directory::{self, DirectoryError};
 use crate::build::initrd::{self, Compression, InitrdError};
 use crate::build::repart::{self, Flags, RepartError};
 use crate::build::sysext::{self, BuildError, FsKind, Spec, VerityMode};
-use crate::build::tree::{ScanOptions, Tree, TreeError};
+use crate::build::tree::{extra_tree, ScanOptions, Tree, TreeError};
 use crate::format::gpt::Arch;
 use crate::format::mkosi_conf::{self, ConfError, Entry};
 
@@ -512,9 +512,7 @@ fn resolve(
         sources.push((PathBuf::from(expand(b, &out_dir, s, name)?), "/".to_owned()));
     }
     for x in &s.extra_trees {
-        let x = expand(x, &out_dir, s, name)?;
-        let (src, dst) = x.split_once(':').unwrap_or((&x, "/"));
-        sources.push((PathBuf::from(src), dst.to_owned()));
+        sources.push(extra_tree(&expand(x, &out_dir, s, name)?));
     }
     let extra = dir.join("mkosi.extra");
     if extra.is_dir() {
@@ -605,15 +603,14 @@ fn composed(image: &Image) -> Result<Tree, ProjectError> {
         image: image.name.clone(),
         source,
     };
-    let scanned: Vec<(Tree, &str)> = image
+    let (first, rest) = image
         .sources
-        .iter()
-        .map(|(src, dst)| Ok((Tree::scan(src, &opts).map_err(tree_err)?, dst.as_str())))
-        .collect::<Result<_, ProjectError>>()?;
-    let mut tree = Tree::new(scanned[0].0.root().meta.clone());
-    for (other, dst) in &scanned {
-        tree.graft(other, dst).map_err(tree_err)?;
-    }
+        .split_first()
+        .expect("resolve checked sources");
+    let scanned = Tree::scan(&first.0, &opts).map_err(tree_err)?;
+    let mut tree = Tree::new(scanned.root().meta.clone());
+    tree.graft(&scanned, &first.1).map_err(tree_err)?;
+    tree.graft_all(rest, &opts).map_err(tree_err)?;
     Ok(tree)
 }
 

@@ -301,9 +301,7 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
         clamp_mtime: spec.source_date_epoch,
     };
     let mut full = Tree::scan(&spec.tree, &scan)?;
-    for (src, dst) in &spec.extra_trees {
-        full.graft(&Tree::scan(src, &scan)?, dst)?;
-    }
+    full.graft_all(&spec.extra_trees, &scan)?;
     let mut tree = keep_hierarchies(&full, spec.hierarchies, spec.base.as_deref());
     let rel_path = format!(
         "usr/lib/extension-release.d/extension-release.{}",

@@ -142,6 +142,12 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// An `ExtraTrees=`/`--extra-tree` value: `SRC[:DST]`, DST defaulting to `/`.
+pub fn extra_tree(value: &str) -> (PathBuf, String) {
+    let (src, dst) = value.split_once(':').unwrap_or((value, "/"));
+    (PathBuf::from(src), dst.to_owned())
+}
+
 /// Options applied while scanning a directory.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
@@ -342,6 +348,18 @@ impl Tree {
                 k => k.clone(),
             };
             self.insert(&path, node.meta.clone(), kind, &dir_meta)?;
+        }
+        Ok(())
+    }
+
+    /// Scans each `(SRC, DST)` and grafts it at DST, in order (mkosi `ExtraTrees=`).
+    pub fn graft_all(
+        &mut self,
+        trees: &[(PathBuf, String)],
+        opts: &ScanOptions,
+    ) -> Result<(), TreeError> {
+        for (src, dst) in trees {
+            self.graft(&Tree::scan(src, opts)?, dst)?;
         }
         Ok(())
     }
