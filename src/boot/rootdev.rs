@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::format::blob::Blob;
 use crate::format::gpt;
 use crate::format::uuid::Uuid;
-use crate::runtime::dissect::FsType;
+use crate::image::dissect::FsType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSpec {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, Timespec, Timestamps, UTIME_OMIT};
 
-use crate::build::tree::{Kind, NodeId, Tree};
+use crate::tree::{Kind, NodeId, Tree};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
@@ -130,7 +130,7 @@ fn times(tree: &Tree, id: NodeId, path: &Path) -> Result<(), DirectoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tree::ScanOptions;
+    use crate::tree::ScanOptions;
     use std::os::unix::fs::MetadataExt;
 
     #[test]

@@ -1,7 +1,5 @@
-//! Signing keys: RSA-2048 self-signed certificates (as `mkosi genkey`), certificates issued
-//! under a CA (for the kernel's secondary keyring), and loading keys and certificates.
-
-use std::path::Path;
+//! Signing keys: RSA-2048 self-signed certificates (as `mkosi genkey`) and certificates issued
+//! under a CA (for the kernel's secondary keyring).
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
@@ -13,26 +11,7 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: not a PEM {what}: {source}")]
-    Parse {
-        path: String,
-        what: &'static str,
-        source: openssl::error::ErrorStack,
-    },
-    #[error("{path}: no certificate in the file")]
-    NoCert { path: String },
-    #[error("{path}: the private key does not match certificate {cert}")]
-    Mismatch { path: String, cert: String },
-    #[error("generating a key: {0}")]
-    OpenSsl(#[from] openssl::error::ErrorStack),
-}
+use crate::image::certs::KeyError;
 
 /// Who signs a new certificate: itself, or a CA.
 pub enum Issuer<'a> {
@@ -98,66 +77,11 @@ fn random_serial() -> Result<Asn1Integer, KeyError> {
     Ok(bn.to_asn1_integer()?)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Loads a PEM private key.
-pub fn load_key(path: &Path) -> Result<PKey<Private>, KeyError> {
-    PKey::private_key_from_pem(&read(path)?).map_err(|source| KeyError::Parse {
-        path: path.display().to_string(),
-        what: "private key",
-        source,
-    })
-}
-
-/// Loads every certificate of a PEM file (or one DER certificate).
-pub fn load_certs(path: &Path) -> Result<Vec<X509>, KeyError> {
-    let bytes = read(path)?;
-    let parse_err = |source| KeyError::Parse {
-        path: path.display().to_string(),
-        what: "certificate",
-        source,
-    };
-    // A DER certificate starts with a SEQUENCE tag; anything else is read as PEM.
-    let certs = if bytes.first() == Some(&0x30) {
-        vec![X509::from_der(&bytes).map_err(parse_err)?]
-    } else {
-        X509::stack_from_pem(&bytes).map_err(parse_err)?
-    };
-    if certs.is_empty() {
-        return Err(KeyError::NoCert {
-            path: path.display().to_string(),
-        });
-    }
-    Ok(certs)
-}
-
-/// Loads the first certificate of a file.
-pub fn load_cert(path: &Path) -> Result<X509, KeyError> {
-    Ok(load_certs(path)?.swap_remove(0))
-}
-
-/// Loads a key and its certificate, checking that they belong together.
-pub fn load_pair(key: &Path, cert: &Path) -> Result<(PKey<Private>, X509), KeyError> {
-    let k = load_key(key)?;
-    let c = load_cert(cert)?;
-    let matches = c.public_key().map(|p| p.public_eq(&k)).unwrap_or(false);
-    if !matches {
-        return Err(KeyError::Mismatch {
-            path: key.display().to_string(),
-            cert: cert.display().to_string(),
-        });
-    }
-    Ok((k, c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::signature;
+    use crate::image::certs;
 
     #[test]
     fn ca_issues_verifiable_cert() {
@@ -188,14 +112,33 @@ mod tests {
         std::fs::write(&kp, k1.private_key_to_pem_pkcs8().unwrap()).unwrap();
         std::fs::write(dir.path().join("c1.pem"), c1.to_pem().unwrap()).unwrap();
         std::fs::write(dir.path().join("c2.der"), c2.to_der().unwrap()).unwrap();
-        load_pair(&kp, &dir.path().join("c1.pem")).unwrap();
+        certs::load_pair(&kp, &dir.path().join("c1.pem")).unwrap();
         assert!(matches!(
-            load_pair(&kp, &dir.path().join("c2.der")),
+            certs::load_pair(&kp, &dir.path().join("c2.der")),
             Err(KeyError::Mismatch { .. })
         ));
         assert!(matches!(
-            load_key(&dir.path().join("nope")),
+            certs::load_key(&dir.path().join("nope")),
             Err(KeyError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn signature_sign_verify_and_reject() {
+        let (key, cert) = self_signed("test", 1).unwrap();
+        let (_, other) = self_signed("other", 1).unwrap();
+        let rh = "0123".repeat(16);
+        let sig = signature::sign(&rh, &key, &cert).unwrap();
+        let signer = signature::verify(&sig, &rh, &[other.clone(), cert.clone()]).unwrap();
+        assert_eq!(
+            signature::fingerprint(&signer).unwrap(),
+            signature::fingerprint(&cert).unwrap()
+        );
+        assert_eq!(signature::subject(&signer), "CN=test");
+        // Deterministic: RSA PKCS#1 v1.5 without attributes.
+        assert_eq!(sig, signature::sign(&rh, &key, &cert).unwrap());
+        assert!(signature::verify(&sig, &"4567".repeat(16), &[cert]).is_err());
+        assert!(signature::verify(&sig, &rh, &[other]).is_err());
+        assert!(signature::verify(b"junk", &rh, &[]).is_err());
     }
 }

@@ -10,8 +10,8 @@ use cpio_builder::{Header, WriteError, Writer};
 use log::info;
 
 use crate::build::output::{Output, OutputError};
-use crate::build::tree::{Content, Kind, Meta, NodeId, ScanOptions, Tree, TreeError};
 use crate::format::kmod::{self, KmodError, ModuleDb};
+use crate::tree::{Content, Kind, Meta, NodeId, ScanOptions, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitrdError {
@@ -345,7 +345,7 @@ impl Adder {
 
     /// A certificate as PEM in `<dir>/<stem>.crt`.
     fn cert(&self, tree: &mut Tree, dir: &str, path: &Path) -> Result<(), InitrdError> {
-        let certs = crate::build::genkey::load_certs(path).map_err(|e| InitrdError::Invalid {
+        let certs = crate::image::certs::load_certs(path).map_err(|e| InitrdError::Invalid {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;

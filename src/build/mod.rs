@@ -8,4 +8,3 @@ pub mod project;
 pub mod repart;
 pub mod sign;
 pub mod sysext;
-pub mod tree;

@@ -11,9 +11,9 @@ use crate::build::directory::{self, DirectoryError};
 use crate::build::initrd::{self, Compression, InitrdError};
 use crate::build::repart::{self, Flags, RepartError};
 use crate::build::sysext::{self, BuildError, FsKind, Spec, VerityMode};
-use crate::build::tree::{extra_tree, ScanOptions, Tree, TreeError};
 use crate::format::gpt::Arch;
 use crate::format::mkosi_conf::{self, ConfError, Entry};
+use crate::tree::{extra_tree, ScanOptions, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {

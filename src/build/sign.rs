@@ -11,7 +11,7 @@ use openssl::x509::X509;
 
 use crate::format::signature::{self, SignatureError, SignatureJson, PARTITION_SIZE};
 use crate::format::{gpt, hex, verity};
-use crate::runtime::dissect::{self, DissectError, HashSource};
+use crate::image::dissect::{self, DissectError, HashSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {

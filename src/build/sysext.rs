@@ -11,15 +11,15 @@ use log::{info, warn};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-use crate::build::genkey::{self, KeyError};
 use crate::build::output::{self, Output, OutputError};
-use crate::build::tree::{Content, Kind, Meta, ScanOptions, Tree, TreeError};
 use crate::format::gpt::{self, Arch, Designator, GptError, NewPartition, Role};
 use crate::format::release::{Release, ReleaseError};
 use crate::format::signature::{self, SignatureError, SignatureJson};
 use crate::format::uuid::Uuid;
 use crate::format::verity::{self, VerityError};
 use crate::format::{erofs, hex, squashfs};
+use crate::image::certs::{self, KeyError};
+use crate::tree::{Content, Kind, Meta, ScanOptions, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -280,7 +280,7 @@ fn load_signer(spec: &Spec) -> Result<Option<(PKey<Private>, X509)>, BuildError>
     let Some((key, cert)) = &spec.signing else {
         return Ok(None);
     };
-    Ok(Some(genkey::load_pair(key, cert)?))
+    Ok(Some(certs::load_pair(key, cert)?))
 }
 
 fn random_seed() -> Uuid {

@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use crate::build::tree::{Content, Kind, Node, NodeId, Tree, TreeError};
+use crate::tree::{Content, Kind, Node, NodeId, Tree, TreeError};
 
 const BLOCK: u64 = 4096;
 const BLOCK_BITS: u8 = 12;
@@ -762,7 +762,7 @@ impl<'a> Source<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tree::{Meta, ScanOptions};
+    use crate::tree::{Meta, ScanOptions};
     use std::fs;
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};

@@ -525,8 +525,8 @@ fn expect_dir(ino: &Inode, path: &str) -> Result<(), ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tree::{Kind, ScanOptions, Tree};
     use crate::format::erofs::{self, Options};
+    use crate::tree::{Kind, ScanOptions, Tree};
     use std::fs::{self, File};
     use std::os::unix::fs::symlink;
     use std::path::Path;

@@ -26,7 +26,7 @@ use std::thread;
 
 use zstd::bulk::Compressor;
 
-use crate::build::tree::{Content, Kind, NodeId, Tree, TreeError};
+use crate::tree::{Content, Kind, NodeId, Tree, TreeError};
 
 /// zstd level used when the caller has no preference: the highest before zstd's slower match
 /// finders. Measured on a 109 MB, 4,725-file copy of /usr: level 10 spends 4.0 CPU-seconds
@@ -1409,7 +1409,7 @@ fn append_xattrs(tail: &mut Vec<u8>, base: u64, xattrs: Xattrs, level: i32) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tree::{Meta, ScanOptions};
+    use crate::tree::{Meta, ScanOptions};
     use std::collections::BTreeSet;
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};

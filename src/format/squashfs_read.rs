@@ -1272,8 +1272,8 @@ mod xz {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tree::{Kind, ScanOptions, Tree};
     use crate::format::squashfs::{self, Options};
+    use crate::tree::{Kind, ScanOptions, Tree};
     use std::fs::{self, File};
     use std::os::unix::fs::symlink;
     use std::path::Path;

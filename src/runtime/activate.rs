@@ -13,8 +13,8 @@ use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::release::{self, Candidate, Host, Incompatible, Release, Scope, SelectError};
 use crate::format::signature;
+use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::runtime::discover::{EntryKind, Found};
-use crate::runtime::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::runtime::dm::{self, DmError, VerityTable};
 use crate::runtime::keyring::{self, KeyError, Keyring};
 use crate::runtime::loopdev::{self, LoopDevice, LoopError};
@@ -338,12 +338,12 @@ fn kernel_lacks_signatures(e: &DmError) -> bool {
 }
 
 fn userspace_check(ctx: &Context, pkcs7: &[u8], root_hash: &str) -> Result<String, ActivateError> {
-    let dirs: Vec<PathBuf> = crate::verify::VERITY_DIRS
+    let dirs: Vec<PathBuf> = crate::image::certs::VERITY_DIRS
         .iter()
         .map(|d| ctx.root.join(d.trim_start_matches('/')))
         .collect();
-    let certs =
-        crate::verify::certs_in_dirs(&dirs).map_err(|e| ActivateError::Signature(e.to_string()))?;
+    let certs = crate::image::certs::certs_in_dirs(&dirs)
+        .map_err(|e| ActivateError::Signature(e.to_string()))?;
     let cert = signature::verify(pkcs7, root_hash, &certs)
         .map_err(|e| ActivateError::Signature(e.to_string()))?;
     let fp = signature::fingerprint(&cert).map_err(|e| ActivateError::Signature(e.to_string()))?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 
-use crate::build::genkey;
+use crate::image::certs;
 use crate::runtime::keyring::{self, Keyring};
 
 /// Where certificates to enroll are found (relative to the root).
@@ -51,7 +51,7 @@ pub fn enroll(root: &Path) -> Vec<(PathBuf, Result<i32, String>)> {
 }
 
 fn enroll_one(path: &Path, ring: i32) -> Result<i32, String> {
-    let cert = genkey::load_cert(path).map_err(|e| e.to_string())?;
+    let cert = certs::load_cert(path).map_err(|e| e.to_string())?;
     let der = cert.to_der().map_err(|e| e.to_string())?;
     keyring::add_certificate(&der, Keyring::Id(ring))
         .map(|k| k.0)

@@ -2,7 +2,6 @@
 
 pub mod activate;
 pub mod discover;
-pub mod dissect;
 pub mod dm;
 pub mod enroll;
 pub mod keyring;

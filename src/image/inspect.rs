@@ -13,7 +13,7 @@ use crate::format::blob::Blob;
 use crate::format::gpt::{self, Designator};
 use crate::format::release::{self, Candidate, Release};
 use crate::format::{erofs_read, signature, squashfs_read};
-use crate::runtime::dissect::{self, DissectError, Dissected, FsType, HashSource};
+use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 
 /// Largest extension-release file read.
 const RELEASE_MAX: u64 = 64 << 10;
@@ -335,8 +335,8 @@ pub fn render_cpio(entries: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tree::{Content, Kind, Meta, Tree};
     use crate::format::{erofs, squashfs};
+    use crate::tree::{Content, Kind, Meta, Tree};
 
     const DIR: &str = "usr/lib/extension-release.d";
 

@@ -6,18 +6,10 @@ use std::path::{Path, PathBuf};
 
 use openssl::x509::X509;
 
-use crate::build::genkey::{self, KeyError};
 use crate::format::signature::{self, SignatureError};
 use crate::format::{hex, verity};
-use crate::runtime::dissect::{self, DissectError, HashSource};
-
-/// Where certificates are looked for when none are named (as systemd does).
-pub const VERITY_DIRS: [&str; 4] = [
-    "/etc/verity.d",
-    "/run/verity.d",
-    "/usr/local/lib/verity.d",
-    "/usr/lib/verity.d",
-];
+use crate::image::certs::KeyError;
+use crate::image::dissect::{self, DissectError, HashSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -50,25 +42,6 @@ pub struct Verified {
     pub data_blocks: u64,
     pub signer_subject: String,
     pub signer_fingerprint: String,
-}
-
-/// The `*.crt` files of `dirs`, in directory order then name order.
-pub fn certs_in_dirs(dirs: &[PathBuf]) -> Result<Vec<X509>, KeyError> {
-    let mut certs = Vec::new();
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "crt"))
-            .collect();
-        paths.sort();
-        for p in paths {
-            certs.extend(genkey::load_certs(&p)?);
-        }
-    }
-    Ok(certs)
 }
 
 /// Checks `image` completely; `certs` are the only trusted signers.

@@ -8,17 +8,18 @@ use lexopt::prelude::*;
 use lexopt::{Parser, ValueExt};
 
 use crate::build::genkey::{self, Issuer};
+mod logging;
 use crate::build::initrd::{self, Compression};
 use crate::build::output;
 use crate::build::project;
 use crate::build::repart::{self, Flags};
 use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
-use crate::build::tree;
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
+use crate::image::{certs, inspect, verify};
 use crate::runtime::policy::Policy;
 use crate::runtime::{merge, verbs};
-use crate::{inspect, logging, verify};
+use crate::tree;
 
 pub const USAGE: &str = "\
 usage: initrd-sysext [-v] COMMAND ...
@@ -153,7 +154,7 @@ fn genkey_cmd(p: &mut Parser) -> Result<(), CliError> {
     }
     let (key, cert) = (required(key, "--key")?, required(cert, "--cert")?);
     let ca = match (ca_key, ca_cert) {
-        (Some(k), Some(c)) => Some(genkey::load_pair(&k, &c).map_err(failed)?),
+        (Some(k), Some(c)) => Some(certs::load_pair(&k, &c).map_err(failed)?),
         (None, None) => None,
         _ => return Err(usage("--ca-key and --ca-cert go together")),
     };
@@ -382,15 +383,15 @@ fn source_date_epoch() -> Result<Option<i64>, CliError> {
 fn certs(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, CliError> {
     let mut certs = Vec::new();
     for f in files {
-        certs.extend(genkey::load_certs(f).map_err(failed)?);
+        certs.extend(certs::load_certs(f).map_err(failed)?);
     }
-    let default_dirs: Vec<PathBuf> = verify::VERITY_DIRS.iter().map(PathBuf::from).collect();
+    let default_dirs: Vec<PathBuf> = certs::VERITY_DIRS.iter().map(PathBuf::from).collect();
     let dirs = if files.is_empty() && dirs.is_empty() {
         &default_dirs
     } else {
         dirs
     };
-    certs.extend(verify::certs_in_dirs(dirs).map_err(failed)?);
+    certs.extend(certs::certs_in_dirs(dirs).map_err(failed)?);
     Ok(certs)
 }
 
@@ -504,7 +505,7 @@ fn sysext_verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
             Long("force") => force = true,
             Long("noexec") => noexec = true,
             Long("kernel-cmdline") => {
-                crate::logging::to_kmsg();
+                logging::to_kmsg();
                 let line = std::fs::read_to_string("/proc/cmdline").map_err(failed)?;
                 cmdline = Some(crate::boot::cmdline::Cmdline::parse(&line).0);
             }
@@ -643,11 +644,11 @@ fn sign_cmd(p: &mut Parser) -> Result<(), CliError> {
     let cert_path = required(cert, "--cert")?;
     let root_hash = match (key, sig) {
         (Some(k), None) => {
-            let (key, cert) = genkey::load_pair(&k, &cert_path).map_err(failed)?;
+            let (key, cert) = certs::load_pair(&k, &cert_path).map_err(failed)?;
             sign::sign(&image, Signer::Key(&key), &cert, force)
         }
         (None, Some(s)) => {
-            let cert = genkey::load_cert(&cert_path).map_err(failed)?;
+            let cert = certs::load_cert(&cert_path).map_err(failed)?;
             let der = std::fs::read(&s).map_err(|e| failed(format!("{}: {e}", s.display())))?;
             sign::sign(&image, Signer::Detached(&der), &cert, force)
         }
