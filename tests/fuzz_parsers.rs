@@ -2,7 +2,7 @@
 //! superblock, signature JSON, release files, mkosi configuration): mutated valid inputs must
 //! give Ok or a typed error, never a panic. The cargo-fuzz targets in fuzz/ run them longer.
 
-use initrd_sysext::format::{blob::Blob, gpt, mkosi_conf, release, signature, verity};
+use initrd_sysext::format::{blob::Blob, gpt, release, signature, unit, verity};
 
 /// xorshift64*: deterministic, so a failure reproduces.
 struct Rng(u64);
@@ -152,12 +152,14 @@ fn release_parser_survives_mutations() {
 }
 
 #[test]
-fn mkosi_conf_parser_survives_mutations() {
+fn unit_parser_survives_mutations() {
     let text = b"# c\n[Output]\nFormat=disk\nOutput=kubectl-3.0.%a\n[Content]\nPackages=systemd\n    udev\n; x\nBaseTrees=%O/base\n";
     run(5, 50_000, text, |b| {
-        if let Ok(entries) = mkosi_conf::parse(&String::from_utf8_lossy(b)) {
-            for e in entries {
-                assert!(!e.key.is_empty() && e.line >= 1);
+        let text = String::from_utf8_lossy(b);
+        for dialect in [&unit::MKOSI, &unit::REPART] {
+            match unit::parse(std::path::Path::new("m.conf"), &text, dialect) {
+                Ok(entries) => assert!(entries.iter().all(|e| !e.key.is_empty() && e.line >= 1)),
+                Err(e) => assert!(e.line >= 1 && e.to_string().starts_with("m.conf:")),
             }
         }
     });

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::format::unit;
+
 /// What to do when the root cannot be reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OnFailure {
@@ -78,14 +80,9 @@ pub fn tokens(line: &str) -> Vec<String> {
     out
 }
 
-/// systemd's boolean words.
+/// A flag's value: systemd's boolean words; a bare flag is true.
 fn boolean(v: Option<&str>) -> Option<bool> {
-    match v {
-        None => Some(true),
-        Some("1" | "yes" | "y" | "true" | "t" | "on") => Some(true),
-        Some("0" | "no" | "n" | "false" | "f" | "off") => Some(false),
-        Some(_) => None,
-    }
+    v.map_or(Some(true), unit::boolean)
 }
 
 impl Cmdline {

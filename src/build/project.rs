@@ -12,7 +12,7 @@ use crate::build::initrd::{self, Compression, InitrdError};
 use crate::build::repart::{self, Flags, RepartError};
 use crate::build::sysext::{self, BuildError, FsKind, Spec, VerityMode};
 use crate::format::gpt::Arch;
-use crate::format::mkosi_conf::{self, ConfError, Entry};
+use crate::format::unit::{self, Entry, SyntaxError};
 use crate::tree::{extra_tree, ScanOptions, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,8 @@ pub enum ProjectError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
-    Syntax { path: PathBuf, source: ConfError },
+    #[error(transparent)]
+    Syntax(#[from] SyntaxError),
     #[error("{path}:{line}: {key}= is not supported: {alternative}")]
     Unsupported {
         path: PathBuf,
@@ -216,10 +216,7 @@ fn config_files(dir: &Path) -> Result<Vec<(PathBuf, Vec<Entry>)>, ProjectError> 
             path: f.clone(),
             source,
         })?;
-        let entries = mkosi_conf::parse(&text).map_err(|source| ProjectError::Syntax {
-            path: f.clone(),
-            source,
-        })?;
+        let entries = unit::parse(&f, &text, &unit::MKOSI)?;
         out.push((f, entries));
     }
     Ok(out)
@@ -297,18 +294,16 @@ fn apply(s: &mut Settings, file: &Path, entries: &[Entry]) -> Result<(), Project
             "OutputDirectory" => s.output_dir = Some(here.join(v)),
             "ImageId" => s.image_id = Some(v.to_owned()),
             "ImageVersion" => s.image_version = Some(v.to_owned()),
-            "Overlay" => {
-                s.overlay = mkosi_conf::boolean(v).ok_or_else(|| bad("expected a boolean"))?
-            }
+            "Overlay" => s.overlay = unit::boolean(v).ok_or_else(|| bad("expected a boolean"))?,
             "BaseTrees" => set_paths(&mut s.base_trees, v, here),
             "ExtraTrees" => set_paths(&mut s.extra_trees, v, here),
             "MakeInitrd" => {
-                mkosi_conf::boolean(v).ok_or_else(|| bad("expected a boolean"))?;
+                unit::boolean(v).ok_or_else(|| bad("expected a boolean"))?;
             }
             "CompressOutput" => {
                 s.compress = match v {
                     "zstd" | "zst" => true,
-                    _ => mkosi_conf::boolean(v).ok_or_else(|| bad("expected zstd or a boolean"))?,
+                    _ => unit::boolean(v).ok_or_else(|| bad("expected zstd or a boolean"))?,
                 }
             }
             "Verity" => {
@@ -338,7 +333,7 @@ fn apply(s: &mut Settings, file: &Path, entries: &[Entry]) -> Result<(), Project
                 }
             }
             "Environment" => {
-                for kv in mkosi_conf::list(v) {
+                for kv in unit::list(v) {
                     match kv.split_once('=') {
                         Some(("SYSTEMD_REPART_OVERRIDE_FSTYPE_ROOT", "squashfs")) => {
                             s.fs = Some(FsKind::Squashfs)
@@ -383,7 +378,7 @@ fn set_list(list: &mut Vec<String>, v: &str) {
     if v.is_empty() {
         list.clear();
     }
-    list.extend(mkosi_conf::list(v));
+    list.extend(unit::list(v));
 }
 
 /// Like [`set_list`], relative paths (before a `:DST`) taken against `here`; `%` specifiers
@@ -392,7 +387,7 @@ fn set_paths(list: &mut Vec<String>, v: &str, here: &Path) {
     if v.is_empty() {
         list.clear();
     }
-    for item in mkosi_conf::list(v) {
+    for item in unit::list(v) {
         if item.starts_with(['/', '%']) {
             list.push(item);
         } else {

@@ -8,6 +8,7 @@ use log::{debug, warn};
 
 use crate::build::sysext::{FsKind, Hierarchies, Overrides, PartitionOverride, Spec, VerityMode};
 use crate::format::gpt::{self, Arch, Designator, Role};
+use crate::format::unit::{self, Entry};
 use crate::format::uuid::Uuid;
 
 /// Filesystem, partition, architecture and verity from the flags and, with `--definitions`,
@@ -338,15 +339,6 @@ impl CopyEntry {
     }
 }
 
-/// systemd's boolean spellings.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 /// `Label=`: at most 36 UTF-16 units (a GPT entry's name); empty restores the default.
 fn parse_label(v: &str) -> Result<Option<String>, &'static str> {
     if v.contains('%') {
@@ -358,41 +350,20 @@ fn parse_label(v: &str) -> Result<Option<String>, &'static str> {
     Ok((!v.is_empty()).then(|| v.to_owned()))
 }
 
-/// One `KEY=VALUE` of a `[Partition]` section.
-struct Assignment {
-    at: Loc,
-    key: String,
-    value: String,
-}
-
-/// The assignments of a file; comments, empty lines and `[Partition]` headers skipped.
-fn assignments(path: &Path, text: &str) -> Result<Vec<Assignment>, RepartError> {
-    let mut out = Vec::new();
-    let mut in_partition = false;
-    for (n, raw) in text.lines().enumerate() {
+/// The `[Partition]` assignments of a file, each with its `file:line`.
+fn assignments(path: &Path, text: &str) -> Result<Vec<(Loc, Entry)>, RepartError> {
+    let entries = unit::parse(path, text, &unit::REPART).map_err(|e| {
         let at = Loc {
-            file: path.to_owned(),
-            line: n + 1,
+            file: e.file,
+            line: e.line,
         };
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with(['#', ';']) {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            if name != "Partition" {
-                let what = format!("section [{name}]");
-                return Err(RepartError::Unsupported { at, what });
-            }
-            in_partition = true;
-        } else if let Some((key, value)) = line.split_once('=').filter(|_| in_partition) {
-            let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
-            out.push(Assignment { at, key, value });
-        } else {
-            let why = "expected [Partition] or, after it, KEY=VALUE".into();
-            return Err(RepartError::Line { at, why });
-        }
-    }
-    Ok(out)
+        RepartError::Line { at, why: e.reason }
+    })?;
+    let loc = |e: &Entry| Loc {
+        file: path.to_owned(),
+        line: e.line,
+    };
+    Ok(entries.into_iter().map(|e| (loc(&e), e)).collect())
 }
 
 /// A file's values as assigned; with the line where a later check needs it.
@@ -409,13 +380,13 @@ struct Fields {
 }
 
 impl Fields {
-    fn assign(&mut self, a: Assignment) -> Result<(), RepartError> {
-        let (v, line) = (a.value.as_str(), a.at.line);
+    fn assign(&mut self, at: Loc, a: Entry) -> Result<(), RepartError> {
+        let (v, line) = (a.value.as_str(), a.line);
         let bad = |why: &str| RepartError::Line {
-            at: a.at.clone(),
+            at: at.clone(),
             why: format!("{}={v}: {why}", a.key),
         };
-        let boolean = || parse_bool(v).ok_or_else(|| bad("expected a boolean"));
+        let boolean = || unit::boolean(v).ok_or_else(|| bad("expected a boolean"));
         match a.key.as_str() {
             "Type" => {
                 let why = "expected root, root-verity, root-verity-sig, usr, usr-verity or \
@@ -435,17 +406,17 @@ impl Fields {
                 self.verity = Some((verity.ok_or_else(|| bad(why))?, line));
             }
             "VerityMatchKey" => self.match_key = (!v.is_empty()).then(|| v.to_owned()),
-            "Minimize" if ["best", "guess", "off"].contains(&v) || parse_bool(v).is_some() => {}
+            "Minimize" if ["best", "guess", "off"].contains(&v) || unit::boolean(v).is_some() => {}
             "Minimize" => return Err(bad("expected best, guess or off")),
             "Label" => self.label = parse_label(v).map_err(bad)?,
             "ReadOnly" => self.read_only = Some(boolean()?),
             "GrowFileSystem" => self.grow_fs = Some(boolean()?),
             "SizeMinBytes" | "SizeMaxBytes" | "Priority" | "Weight" | "PaddingMinBytes" => {
-                debug!("{}: {}= ignored: images are sized to fit", a.at, a.key);
+                debug!("{at}: {}= ignored: images are sized to fit", a.key);
             }
             key => {
                 let what = format!("{key}=");
-                return Err(RepartError::Unsupported { at: a.at, what });
+                return Err(RepartError::Unsupported { at, what });
             }
         }
         Ok(())
@@ -483,8 +454,8 @@ struct Partition {
 impl Partition {
     fn parse(path: &Path, text: &str) -> Result<Partition, RepartError> {
         let mut f = Fields::default();
-        for a in assignments(path, text)? {
-            f.assign(a)?;
+        for (at, a) in assignments(path, text)? {
+            f.assign(at, a)?;
         }
         let kind = f
             .part_type
@@ -808,28 +779,6 @@ mod tests {
         assert_eq!(d.verity, VerityMode::Off);
         assert_eq!(d.hierarchies, Hierarchies::ALL);
         assert_eq!(d.partitions.data.flags, Some(gpt::FLAG_READ_ONLY));
-    }
-
-    #[test]
-    fn booleans_as_systemd_spells_them() {
-        for (v, b) in [
-            ("yes", true),
-            ("TRUE", true),
-            ("1", true),
-            ("on", true),
-            ("y", true),
-        ] {
-            assert_eq!(parse_bool(v), Some(b), "{v}");
-        }
-        for (v, b) in [
-            ("no", false),
-            ("False", false),
-            ("0", false),
-            ("off", false),
-        ] {
-            assert_eq!(parse_bool(v), Some(b), "{v}");
-        }
-        assert_eq!(parse_bool("maybe"), None);
     }
 
     #[test]
