@@ -19,6 +19,7 @@ use crate::format::uuid::Uuid;
 use crate::format::verity::{self, VerityError};
 use crate::format::{erofs, hex, squashfs};
 use crate::image::certs::{self, KeyError};
+use crate::image::fs::STRICT_XATTR;
 use crate::tree::{Content, Kind, Meta, ScanOptions, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -344,9 +345,9 @@ fn renamed(spec: &Spec) -> bool {
 
 /// Sets `user.extension-release.strict` to false (replacing any value from the tree).
 fn mark_not_strict(meta: &mut Meta) {
-    const KEY: &[u8] = b"user.extension-release.strict";
-    meta.xattrs.retain(|(k, _)| k != KEY);
-    meta.xattrs.push((KEY.to_vec(), b"false".to_vec()));
+    let key = STRICT_XATTR.as_bytes();
+    meta.xattrs.retain(|(k, _)| k != key);
+    meta.xattrs.push((key.to_vec(), b"false".to_vec()));
     meta.xattrs.sort();
 }
 

@@ -2,22 +2,17 @@
 //! root hash, signature and extension-release file (read without mounting) — or what an
 //! initrd's cpio members hold, as text or JSON.
 
-use std::fmt::Display;
 use std::fs::File;
 use std::path::Path;
 
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
-use crate::format::blob::Blob;
 use crate::format::gpt::{self, Designator};
-use crate::format::release::{self, Candidate, Release};
+use crate::format::release::{self, Release};
 use crate::format::{erofs_read, signature, squashfs_read};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
-
-/// Largest extension-release file read.
-const RELEASE_MAX: u64 = 64 << 10;
-const STRICT_XATTR: &str = "user.extension-release.strict";
+use crate::image::fs::{self, ReadFs};
 
 /// The image's description as JSON (the text form is rendered from it).
 pub fn describe(path: &Path, certs: &[X509]) -> Result<Value, DissectError> {
@@ -146,71 +141,11 @@ fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String>
     }
 }
 
-/// Chooses among the `extension-release.*` files of `dir` as systemd does, and parses it.
+/// The chosen extension-release file of `dir` in `fs`, parsed.
 fn find_release<R: ReadFs>(fs: &R, dir: &str, name: &str) -> Result<(String, Release), String> {
-    let err = |e: R::Error| e.to_string();
-    let mut candidates = Vec::new();
-    for (file_name, is_dir) in fs.list(dir).map_err(err)? {
-        if is_dir || !file_name.starts_with("extension-release.") {
-            continue;
-        }
-        let strict = fs.xattr(&format!("{dir}/{file_name}"), STRICT_XATTR);
-        candidates.push(Candidate {
-            not_strict: strict.map_err(err)?.is_some_and(|v| is_false(&v)),
-            file_name,
-        });
-    }
-    let chosen = release::select(&candidates, name).map_err(|e| e.to_string())?;
-    let file = format!("{dir}/{}", chosen.file_name);
-    let bytes = fs.read_file(&file, RELEASE_MAX).map_err(err)?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8"))?;
+    let (file, text) = fs::release_file(fs, dir, name).map_err(|e| e.to_string())?;
     let rel = Release::parse(&text).map_err(|e| format!("{file}: {e}"))?;
     Ok((file, rel))
-}
-
-/// An xattr value systemd's boolean parser reads as false.
-fn is_false(value: &[u8]) -> bool {
-    matches!(value, b"0" | b"false" | b"no" | b"n" | b"off")
-}
-
-/// What [`find_release`] needs from a filesystem reader.
-trait ReadFs {
-    type Error: Display;
-    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error>;
-    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error>;
-    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
-}
-
-impl<B: Blob + ?Sized> ReadFs for erofs_read::Reader<'_, B> {
-    type Error = erofs_read::ReadError;
-
-    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
-        erofs_read::Reader::list(self, dir)
-    }
-
-    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error> {
-        erofs_read::Reader::read_file(self, path, max)
-    }
-
-    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        erofs_read::Reader::xattr(self, path, name)
-    }
-}
-
-impl<B: Blob + ?Sized> ReadFs for squashfs_read::Reader<'_, B> {
-    type Error = squashfs_read::ReadError;
-
-    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
-        squashfs_read::Reader::list(self, dir)
-    }
-
-    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error> {
-        squashfs_read::Reader::read_file(self, path, max)
-    }
-
-    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        squashfs_read::Reader::xattr(self, path, name)
-    }
 }
 
 /// Renders the JSON description as aligned text.
@@ -348,7 +283,7 @@ mod tests {
             size: text.len() as u64,
         };
         let loose = Meta {
-            xattrs: vec![(STRICT_XATTR.as_bytes().to_vec(), b"0".to_vec())],
+            xattrs: vec![(fs::STRICT_XATTR.as_bytes().to_vec(), b"0".to_vec())],
             ..Meta::generated(0o644, 0)
         };
         let strict = Meta::generated(0o644, 0);

@@ -3,5 +3,6 @@
 
 pub mod certs;
 pub mod dissect;
+pub mod fs;
 pub mod inspect;
 pub mod verify;

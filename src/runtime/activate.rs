@@ -11,9 +11,10 @@ use log::{debug, info};
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::format::gpt::{Arch, Designator};
-use crate::format::release::{self, Candidate, Host, Incompatible, Release, Scope, SelectError};
+use crate::format::release::{self, Host, Incompatible, Release, Scope, SelectError};
 use crate::format::signature;
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
+use crate::image::fs::{self, Dir, ReleaseError};
 use crate::runtime::discover::{EntryKind, Found};
 use crate::runtime::dm::{self, DmError, VerityTable};
 use crate::runtime::keyring::{self, KeyError, Keyring};
@@ -379,8 +380,8 @@ fn mount_ro(dev: &Path, target: &Path, fs: FsType) -> Result<(), ActivateError> 
 /// Reads the extension's extension-release and checks it against the host (SPEC §3).
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
     let dir = match a.usr_only {
-        true => a.top.join("lib/extension-release.d"),
-        false => a.top.join("usr/lib/extension-release.d"),
+        true => "lib/extension-release.d",
+        false => "usr/lib/extension-release.d",
     };
     if a.top
         .join(if a.usr_only {
@@ -394,9 +395,16 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
             "it holds usr/lib/os-release: an OS image, not an extension".into(),
         ));
     }
-    let (path, text) = release_file(&dir, &a.name)?;
+    let (path, text) = match fs::release_file(&Dir(&a.top), dir, &a.name) {
+        Ok(found) => found,
+        Err(ReleaseError::Select(e)) => return Err(e.into()),
+        Err(ReleaseError::Read { path, reason }) => {
+            let path = a.top.join(path).display().to_string();
+            return Err(ActivateError::Release { path, reason });
+        }
+    };
     let ext = Release::parse(&text).map_err(|e| ActivateError::Release {
-        path: path.display().to_string(),
+        path: a.top.join(&path).display().to_string(),
         reason: e.to_string(),
     })?;
     let host = Host {
@@ -410,80 +418,5 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
             Ok(())
         }
         other => Ok(other?),
-    }
-}
-
-/// The extension-release file for `name` in `dir` and its text: `extension-release.<name>`
-/// when it exists (one open, the common case), else the choice among the directory's files.
-fn release_file(dir: &Path, name: &str) -> Result<(PathBuf, String), ActivateError> {
-    let read_error = |path: &Path, e: std::io::Error| ActivateError::Release {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let exact = dir.join(format!("extension-release.{name}"));
-    match read_small(&exact) {
-        Ok(text) => return Ok((exact, text)),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(read_error(&exact, e)),
-        Err(_) => {}
-    }
-    let candidates: Vec<Candidate> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let file_name = e.file_name().into_string().ok()?;
-            file_name
-                .starts_with("extension-release.")
-                .then(|| Candidate {
-                    not_strict: strict_xattr_false(&e.path()),
-                    file_name,
-                })
-        })
-        .collect();
-    let chosen = release::select(&candidates, name)?;
-    let path = dir.join(&chosen.file_name);
-    let text = read_small(&path).map_err(|e| read_error(&path, e))?;
-    Ok((path, text))
-}
-
-/// A small text file in one open, one read (a short read is the end of a regular file) and
-/// one close; release files are a few hundred bytes and merging 50 extensions reads 50.
-fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = File::open(path)?;
-    let mut buf = vec![0u8; 4096];
-    let n = file.read(&mut buf)?;
-    buf.truncate(n);
-    if n == 4096 {
-        file.read_to_end(&mut buf)?;
-    }
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// `user.extension-release.strict` set to a false value.
-fn strict_xattr_false(path: &Path) -> bool {
-    let mut buf = [0u8; 16];
-    match rustix::fs::getxattr(path, "user.extension-release.strict", &mut buf) {
-        Ok(n) => matches!(&buf[..n], b"0" | b"false" | b"no" | b"n" | b"off"),
-        Err(_) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_small_reads_whole_files_of_any_size() {
-        let dir = tempfile::tempdir().unwrap();
-        for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
-            let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-            let path = dir.path().join(format!("f{len}"));
-            std::fs::write(&path, &text).unwrap();
-            assert_eq!(read_small(&path).unwrap(), text, "length {len}");
-        }
-        std::fs::write(dir.path().join("bin"), [0xff, 0xfe]).unwrap();
-        assert!(read_small(&dir.path().join("bin")).is_err());
-        assert!(read_small(&dir.path().join("missing")).is_err());
     }
 }
