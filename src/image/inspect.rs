@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::format::blob::Blob;
 use crate::format::gpt::{self, Designator};
 use crate::format::release::{self, Candidate, Release};
-use crate::format::{erofs_read, signature, squashfs_read};
+use crate::format::{erofs, signature, squashfs_read};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 
 /// Largest extension-release file read.
@@ -135,7 +135,7 @@ fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String>
     let at = d.data.offset;
     match d.fs {
         FsType::Erofs => {
-            let fs = erofs_read::Reader::open(&file, at).map_err(|e| e.to_string())?;
+            let fs = erofs::Reader::open(&file, at).map_err(|e| e.to_string())?;
             find_release(&fs, dir, name)
         }
         FsType::Squashfs => {
@@ -181,19 +181,19 @@ trait ReadFs {
     fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
 }
 
-impl<B: Blob + ?Sized> ReadFs for erofs_read::Reader<'_, B> {
-    type Error = erofs_read::ReadError;
+impl<B: Blob + ?Sized> ReadFs for erofs::Reader<'_, B> {
+    type Error = erofs::ReadError;
 
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
-        erofs_read::Reader::list(self, dir)
+        erofs::Reader::list(self, dir)
     }
 
     fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error> {
-        erofs_read::Reader::read_file(self, path, max)
+        erofs::Reader::read_file(self, path, max)
     }
 
     fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        erofs_read::Reader::xattr(self, path, name)
+        erofs::Reader::xattr(self, path, name)
     }
 }
 
@@ -385,7 +385,7 @@ mod tests {
             build_time: 0,
         };
         erofs::write(&tree, &image, 4096, &opts).unwrap();
-        check(&erofs_read::Reader::open(&image, 4096).unwrap());
+        check(&erofs::Reader::open(&image, 4096).unwrap());
         let image = tempfile::tempfile().unwrap();
         squashfs::write(&tree, &image, 0, &squashfs::Options::default()).unwrap();
         check(&squashfs_read::Reader::open(&image, 0).unwrap());
