@@ -4,7 +4,6 @@ pub mod base64;
 pub mod blob;
 pub mod bytes;
 pub mod erofs;
-pub mod erofs_read;
 pub mod gpt;
 pub mod hex;
 pub mod kmod;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::format::gpt::{self, Designator};
 use crate::format::release::{self, Release};
-use crate::format::{erofs_read, signature, squashfs_read};
+use crate::format::{erofs, signature, squashfs_read};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs::{self, ReadFs};
 
@@ -130,7 +130,7 @@ fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String>
     let at = d.data.offset;
     match d.fs {
         FsType::Erofs => {
-            let fs = erofs_read::Reader::open(&file, at).map_err(|e| e.to_string())?;
+            let fs = erofs::Reader::open(&file, at).map_err(|e| e.to_string())?;
             find_release(&fs, dir, name)
         }
         FsType::Squashfs => {
@@ -320,7 +320,7 @@ mod tests {
             build_time: 0,
         };
         erofs::write(&tree, &image, 4096, &opts).unwrap();
-        check(&erofs_read::Reader::open(&image, 4096).unwrap());
+        check(&erofs::Reader::open(&image, 4096).unwrap());
         let image = tempfile::tempfile().unwrap();
         squashfs::write(&tree, &image, 0, &squashfs::Options::default()).unwrap();
         check(&squashfs_read::Reader::open(&image, 0).unwrap());

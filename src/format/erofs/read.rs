@@ -7,35 +7,17 @@
 //! field is checked before it is used, directories are capped at [`DIR_MAX`] bytes, and no
 //! allocation is sized by the image beyond that and the caller's limit.
 
-use crate::format::bytes::{components, le16, le32, le64, push};
 use std::io;
 
-use super::blob::Blob;
-use super::erofs::{
-    crc32c, COMPACT_LEN, COMPAT_SB_CHKSUM, DIRENT_LEN, EXTENDED_LEN, FT_DIR, INODE_SLOT,
-    LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NAME_MAX, SB_OFFSET, XATTR_HEADER_LEN,
+use super::layout::{
+    checksum, checksum_len, decode_dir_block, decode_xattr_header, xattr_prefix, ChunkFormat,
+    Dirent, Inode, Superblock, XattrEntry, COMPACT_LEN, COMPAT_SB_CHKSUM, FT_DIR, INODE_SLOT,
+    LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN,
+    NULL_ADDR, SB_LEN, SB_OFFSET, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, XATTR_HEADER_LEN,
 };
+use crate::format::blob::Blob;
+use crate::format::bytes::{components, le32, push};
 
-const SB_LEN: u64 = 128;
-const LAYOUT_COMPRESSED_FULL: u16 = 1;
-const LAYOUT_COMPRESSED_COMPACT: u16 = 3;
-const LAYOUT_CHUNK_BASED: u16 = 4;
-/// `i_format` bits: version (compact/extended) and data layout.
-const FORMAT_BITS: u16 = 0xf;
-const CHUNK_BLKBITS: u16 = 0x1f;
-const CHUNK_INDEXES: u16 = 0x20;
-const NULL_ADDR: u32 = u32::MAX;
-/// Incompatible features that leave uncompressed data, directories and xattrs where this
-/// reader looks: lz4 padding, compression configs, chunked files, the device table,
-/// tail-packing, fragments and long xattr prefixes (whose entries are refused one by one).
-/// Anything else (such as 48-bit block addresses) is refused.
-const INCOMPAT_KNOWN: u32 = 0x7f;
-/// An xattr name index with this bit refers to a long prefix.
-const XATTR_LONG_PREFIX: u8 = 0x80;
-const S_IFMT: u16 = 0o170000;
-const S_IFDIR: u16 = 0o040000;
-const S_IFREG: u16 = 0o100000;
-const S_IFLNK: u16 = 0o120000;
 /// Largest directory read, some 2 million entries.
 pub const DIR_MAX: u64 = 64 << 20;
 
@@ -93,30 +75,22 @@ pub struct Reader<'a, B: Blob + ?Sized> {
     device_mask: u16,
 }
 
-/// A checked on-disk inode.
-struct Inode {
-    /// Filesystem position of the inode.
+/// A checked on-disk inode and its filesystem position.
+struct Located {
     pos: u64,
-    mode: u16,
-    layout: u16,
-    size: u64,
-    /// `i_u`: first block, or the chunk format.
-    raw: u32,
-    inode_len: u64,
-    xattr_len: u64,
+    ino: Inode,
 }
 
-impl Inode {
+impl Located {
+    /// Where the inline xattrs start.
+    fn xattr_start(&self) -> u64 {
+        self.pos + self.ino.disk_len() as u64
+    }
+
     /// Where inline data or chunk indexes start.
     fn body_end(&self) -> u64 {
-        self.pos + self.inode_len + self.xattr_len
+        self.xattr_start() + self.ino.xattr_len()
     }
-}
-
-struct Dirent {
-    name: Vec<u8>,
-    nid: u64,
-    file_type: u8,
 }
 
 impl<'a, B: Blob + ?Sized> Reader<'a, B> {
@@ -132,31 +106,16 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
             device_mask: 0,
         };
         let sb_pos = SB_OFFSET as u64;
-        let sb = r.read(sb_pos, SB_LEN)?;
-        let bad = |at: u64, field, value, expected| r.corrupt(sb_pos + at, field, value, expected);
-        if le32(&sb, 0) != MAGIC {
-            return Err(bad(0, "magic", le32(&sb, 0).into(), "0xe0f5e1e2"));
+        let sb = Superblock::decode(&r.read(sb_pos, SB_LEN as u64)?, r.at(sb_pos))?;
+        r.blkbits = sb.blkszbits.into();
+        if sb.feature_compat & COMPAT_SB_CHKSUM != 0 {
+            r.check_sum(sb.checksum)?;
         }
-        let blkbits = sb[12];
-        if !(9..=16).contains(&blkbits) {
-            return Err(bad(12, "blkszbits", blkbits.into(), "9..=16"));
-        }
-        if sb[90] != 0 {
-            return Err(bad(90, "dirblkbits", sb[90].into(), "0"));
-        }
-        r.blkbits = blkbits.into();
-        if le32(&sb, 8) & COMPAT_SB_CHKSUM != 0 {
-            r.check_sum()?;
-        }
-        let incompat = le32(&sb, 80);
-        if incompat & !INCOMPAT_KNOWN != 0 {
-            let what = "an incompatible feature (such as 48-bit block addresses)";
-            return Err(r.unsupported(sb_pos + 80, what));
-        }
-        r.root_nid = le16(&sb, 14).into();
-        r.meta_start = u64::from(le32(&sb, 40)) << blkbits;
-        r.xattr_start = u64::from(le32(&sb, 44)) << blkbits;
-        r.device_mask = ((u32::from(le16(&sb, 86)) + 1).next_power_of_two() - 1) as u16;
+        sb.check_features(r.at(sb_pos))?;
+        r.root_nid = sb.root_nid.into();
+        r.meta_start = u64::from(sb.meta_blkaddr) << r.blkbits;
+        r.xattr_start = u64::from(sb.xattr_blkaddr) << r.blkbits;
+        r.device_mask = ((u32::from(sb.extra_devices) + 1).next_power_of_two() - 1) as u16;
         Ok(r)
     }
 
@@ -164,12 +123,13 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     pub fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
         let ino = self.lookup(dir)?;
         expect_dir(&ino, dir)?;
+        let data = self.dir_data(&ino, dir)?;
         let mut out: Vec<(String, bool)> = self
-            .entries(&ino, dir)?
+            .entries(&data, dir)?
             .into_iter()
             .filter(|e| e.name != b"." && e.name != b"..")
             .map(|e| {
-                let name = String::from_utf8_lossy(&e.name).into_owned();
+                let name = String::from_utf8_lossy(e.name).into_owned();
                 (name, e.file_type == FT_DIR)
             })
             .collect();
@@ -180,15 +140,15 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     /// Reads a regular file of at most `max` bytes; a symlink is not followed.
     pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
         let ino = self.lookup(path)?;
-        match ino.mode & S_IFMT {
+        match ino.ino.mode & S_IFMT {
             S_IFREG => {}
             S_IFLNK => return Err(ReadError::Symlink { path: path.into() }),
             _ => return Err(ReadError::NotAFile { path: path.into() }),
         }
-        if ino.size > max {
+        if ino.ino.size > max {
             return Err(ReadError::TooBig {
                 path: path.into(),
-                size: ino.size,
+                size: ino.ino.size,
                 max,
             });
         }
@@ -198,24 +158,25 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
     pub fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
         let ino = self.lookup(path)?;
-        if ino.xattr_len == 0 {
+        let len = ino.ino.xattr_len();
+        if len == 0 {
             return Ok(None);
         }
-        let at = ino.pos + ino.inode_len;
-        let area = self.read(at, ino.xattr_len)?;
-        let shared = u64::from(area[4]);
+        let at = ino.xattr_start();
+        let area = self.read(at, len)?;
+        let shared = u64::from(decode_xattr_header(&area));
         let inline_at = XATTR_HEADER_LEN as u64 + 4 * shared;
-        if inline_at > ino.xattr_len {
+        if inline_at > len {
             let expected = "within the xattr area";
             return Err(self.corrupt(at + 4, "h_shared_count", shared, expected));
         }
         let mut pos = inline_at;
-        while pos < ino.xattr_len {
-            let (len, value) = self.xattr_entry(at + pos, &area[pos as usize..], name)?;
-            if value.is_some() {
-                return Ok(value);
+        while pos < len {
+            let (entry, entry_len) = XattrEntry::decode(&area[pos as usize..], self.at(at + pos))?;
+            if is_named(&entry, name) {
+                return Ok(Some(entry.value.to_vec()));
             }
-            pos += len;
+            pos += entry_len;
         }
         for i in 0..shared as usize {
             let id = le32(&area, XATTR_HEADER_LEN + 4 * i);
@@ -228,12 +189,13 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     }
 
     /// The inode at the end of `path`, following no symlink.
-    fn lookup(&self, path: &str) -> Result<Inode, ReadError> {
+    fn lookup(&self, path: &str) -> Result<Located, ReadError> {
         let mut ino = self.inode(self.root_nid)?;
         let mut walked = String::new();
         for name in components(path).ok_or_else(|| ReadError::BadPath { path: path.into() })? {
             expect_dir(&ino, &walked)?;
-            let entries = self.entries(&ino, &walked)?;
+            let data = self.dir_data(&ino, &walked)?;
+            let entries = self.entries(&data, &walked)?;
             push(&mut walked, name);
             let entry = entries
                 .into_iter()
@@ -246,55 +208,33 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         Ok(ino)
     }
 
-    fn inode(&self, nid: u64) -> Result<Inode, ReadError> {
+    fn inode(&self, nid: u64) -> Result<Located, ReadError> {
         let pos = nid
             .checked_mul(INODE_SLOT)
             .and_then(|n| n.checked_add(self.meta_start))
             .ok_or_else(|| self.corrupt(self.meta_start, "nid", nid, "inside the image"))?;
         let mut b = self.read(pos, COMPACT_LEN as u64)?;
-        let format = le16(&b, 0);
-        if format & !FORMAT_BITS != 0 {
-            return Err(self.corrupt(pos, "i_format", format.into(), "0..=15"));
+        let len = Inode::disk_len_of(&b, self.at(pos))?;
+        if len > COMPACT_LEN {
+            b = self.read(pos, len as u64)?;
         }
-        let layout = format >> 1;
-        if layout > LAYOUT_CHUNK_BASED {
-            return Err(self.corrupt(pos, "data layout", layout.into(), "0..=4"));
-        }
-        let extended = format & 1 != 0;
-        if extended {
-            b = self.read(pos, EXTENDED_LEN as u64)?;
-        }
-        let icount = u64::from(le16(&b, 2));
-        Ok(Inode {
-            pos,
-            mode: le16(&b, 4),
-            layout,
-            size: match extended {
-                true => le64(&b, 8),
-                false => le32(&b, 8).into(),
-            },
-            raw: le32(&b, 16),
-            inode_len: b.len() as u64,
-            xattr_len: match icount {
-                0 => 0,
-                n => XATTR_HEADER_LEN as u64 + 4 * (n - 1),
-            },
-        })
+        let ino = Inode::decode(&b, self.at(pos))?;
+        Ok(Located { pos, ino })
     }
 
     /// The whole data of an inode whose size the caller has checked.
-    fn data(&self, ino: &Inode, path: &str) -> Result<Vec<u8>, ReadError> {
+    fn data(&self, ino: &Located, path: &str) -> Result<Vec<u8>, ReadError> {
         if matches!(
-            ino.layout,
+            ino.ino.layout,
             LAYOUT_COMPRESSED_FULL | LAYOUT_COMPRESSED_COMPACT
         ) {
             return Err(ReadError::Compressed { path: path.into() });
         }
-        let blksz = self.blksz();
+        let size = ino.ino.size;
         let mut out = Vec::new();
         let mut index = 0;
-        while (out.len() as u64) < ino.size {
-            let len = (ino.size - out.len() as u64).min(blksz);
+        while (out.len() as u64) < size {
+            let len = (size - out.len() as u64).min(self.blksz());
             match self.block(ino, index)? {
                 Some(pos) => out.extend(self.read(pos, len)?),
                 None => out.resize(out.len() + len as usize, 0),
@@ -305,59 +245,54 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     }
 
     /// Filesystem position of data block `index` of an uncompressed inode; None for a hole.
-    fn block(&self, ino: &Inode, index: u64) -> Result<Option<u64>, ReadError> {
-        let plain = |first: u64| Some((first + index) << self.blkbits);
-        Ok(match ino.layout {
-            LAYOUT_FLAT_PLAIN => plain(ino.raw.into()),
-            LAYOUT_FLAT_INLINE if index + 1 == ino.size.div_ceil(self.blksz()) => {
+    fn block(&self, ino: &Located, index: u64) -> Result<Option<u64>, ReadError> {
+        let plain = |first: u32| Some((u64::from(first) + index) << self.blkbits);
+        Ok(match ino.ino.layout {
+            LAYOUT_FLAT_PLAIN => plain(ino.ino.i_u),
+            LAYOUT_FLAT_INLINE if index + 1 == ino.ino.size.div_ceil(self.blksz()) => {
                 Some(ino.body_end())
             }
-            LAYOUT_FLAT_INLINE => plain(ino.raw.into()),
+            LAYOUT_FLAT_INLINE => plain(ino.ino.i_u),
             _ => self.chunk(ino, index)?,
         })
     }
 
     /// Block `index` of a chunk-based inode, from its chunk index or block map.
-    fn chunk(&self, ino: &Inode, index: u64) -> Result<Option<u64>, ReadError> {
-        let format = ino.raw as u16;
-        if u32::from(format) != ino.raw || format & !(CHUNK_BLKBITS | CHUNK_INDEXES) != 0 {
-            let expected = "a chunk format";
-            return Err(self.corrupt(ino.pos + 16, "i_u", ino.raw.into(), expected));
-        }
-        let bits = u32::from(format & CHUNK_BLKBITS);
-        let unit = if format & CHUNK_INDEXES != 0 { 8 } else { 4 };
+    fn chunk(&self, ino: &Located, index: u64) -> Result<Option<u64>, ReadError> {
+        let format = ChunkFormat::decode(ino.ino.i_u, self.at(ino.pos))?;
+        let unit = format.entry_len();
         let at = ino
             .body_end()
             .next_multiple_of(unit)
-            .saturating_add((index >> bits).saturating_mul(unit));
-        let entry = self.read(at, unit)?;
-        let (device, blkaddr) = match unit {
-            8 => (le16(&entry, 2), le32(&entry, 4)),
-            _ => (0, le32(&entry, 0)),
-        };
+            .saturating_add((index >> format.blkbits).saturating_mul(unit));
+        let (device, blkaddr) = format.decode_entry(&self.read(at, unit)?);
         if blkaddr == NULL_ADDR {
             return Ok(None);
         }
         if device & self.device_mask != 0 {
             return Err(self.unsupported(at, "a chunk on an extra device"));
         }
-        let within = index & ((1 << bits) - 1);
+        let within = index & ((1 << format.blkbits) - 1);
         Ok(Some((u64::from(blkaddr) + within) << self.blkbits))
     }
 
-    /// A directory's entries, `.` and `..` included, in on-disk order.
-    fn entries(&self, ino: &Inode, path: &str) -> Result<Vec<Dirent>, ReadError> {
-        if ino.size > DIR_MAX {
+    /// A directory's data, refused over [`DIR_MAX`] bytes.
+    fn dir_data(&self, ino: &Located, path: &str) -> Result<Vec<u8>, ReadError> {
+        if ino.ino.size > DIR_MAX {
             return Err(ReadError::TooBig {
                 path: path.into(),
-                size: ino.size,
+                size: ino.ino.size,
                 max: DIR_MAX,
             });
         }
-        let data = self.data(ino, path)?;
+        self.data(ino, path)
+    }
+
+    /// The entries in directory data, `.` and `..` included, in on-disk order.
+    fn entries<'d>(&self, data: &'d [u8], path: &str) -> Result<Vec<Dirent<'d>>, ReadError> {
         let mut out = Vec::new();
         for (block, bytes) in data.chunks(self.blksz() as usize).enumerate() {
-            dirents(bytes, &mut out).map_err(|reason| ReadError::Dirent {
+            decode_dir_block(bytes, &mut out).map_err(|reason| ReadError::Dirent {
                 path: path.into(),
                 block: block as u64,
                 reason,
@@ -366,61 +301,18 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         Ok(out)
     }
 
-    /// Reads the xattr entry at the start of `b` (at filesystem position `pos`): its encoded
-    /// length, and its value if it is `name`.
-    fn xattr_entry(
-        &self,
-        pos: u64,
-        b: &[u8],
-        name: &str,
-    ) -> Result<(u64, Option<Vec<u8>>), ReadError> {
-        let header = b
-            .get(..4)
-            .ok_or_else(|| self.corrupt(pos, "xattr entry", b.len() as u64, "at least 4 bytes"))?;
-        let (name_len, index) = (usize::from(header[0]), header[1]);
-        let end = 4 + name_len + usize::from(le16(header, 2));
-        if index & XATTR_LONG_PREFIX != 0 {
-            return Err(self.unsupported(pos + 1, "a long xattr name prefix"));
-        }
-        let entry = b.get(..end).ok_or_else(|| {
-            self.corrupt(
-                pos,
-                "xattr entry length",
-                end as u64,
-                "within the xattr area",
-            )
-        })?;
-        let (suffix, value) = entry[4..].split_at(name_len);
-        let found = xattr_prefix(index)
-            .and_then(|prefix| name.strip_prefix(prefix))
-            .is_some_and(|rest| rest.as_bytes() == suffix);
-        Ok((
-            end.next_multiple_of(4) as u64,
-            found.then(|| value.to_vec()),
-        ))
-    }
-
     /// The value of shared xattr `id` if it is `name`.
     fn shared_xattr(&self, id: u64, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
         let pos = self.xattr_start.saturating_add(id * 4);
-        let header = self.read(pos, 4)?;
-        let len = 4 + u64::from(header[0]) + u64::from(le16(&header, 2));
-        let entry = self.read(pos, len)?;
-        Ok(self.xattr_entry(pos, &entry, name)?.1)
+        let len = XattrEntry::len_of(&self.read(pos, 4)?);
+        let bytes = self.read(pos, len)?;
+        let (entry, _) = XattrEntry::decode(&bytes, self.at(pos))?;
+        Ok(is_named(&entry, name).then(|| entry.value.to_vec()))
     }
 
-    fn check_sum(&self) -> Result<(), ReadError> {
-        let blksz = self.blksz();
-        let sb_pos = SB_OFFSET as u64;
-        let len = if blksz > sb_pos {
-            blksz - sb_pos
-        } else {
-            blksz
-        };
-        let mut sb = self.read(sb_pos, len)?;
-        let stored = le32(&sb, 4);
-        sb[4..8].fill(0);
-        let computed = crc32c(!0, &sb);
+    fn check_sum(&self, stored: u32) -> Result<(), ReadError> {
+        let area = self.read(SB_OFFSET as u64, checksum_len(self.blksz()))?;
+        let computed = checksum(&area);
         match stored == computed {
             true => Ok(()),
             false => Err(ReadError::Checksum { stored, computed }),
@@ -431,9 +323,14 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         1 << self.blkbits
     }
 
+    /// Image position of filesystem position `pos`.
+    fn at(&self, pos: u64) -> u64 {
+        self.offset.saturating_add(pos)
+    }
+
     /// `len` bytes at filesystem position `pos`.
     fn read(&self, pos: u64, len: u64) -> Result<Vec<u8>, ReadError> {
-        let at = self.offset.saturating_add(pos);
+        let at = self.at(pos);
         self.blob
             .read_vec_at(at, len)
             .map_err(|source| ReadError::Io {
@@ -451,7 +348,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         expected: &'static str,
     ) -> ReadError {
         ReadError::Corrupt {
-            pos: self.offset.saturating_add(pos),
+            pos: self.at(pos),
             field,
             value,
             expected,
@@ -460,62 +357,21 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     fn unsupported(&self, pos: u64, what: &'static str) -> ReadError {
         ReadError::Unsupported {
-            pos: self.offset.saturating_add(pos),
+            pos: self.at(pos),
             what,
         }
     }
 }
 
-/// Parses one directory block (its used part) like the kernel: the first entry's name offset
-/// gives the entry count; names run to the next entry's, the last to a NUL or the end.
-fn dirents(block: &[u8], out: &mut Vec<Dirent>) -> Result<(), &'static str> {
-    if block.len() < DIRENT_LEN {
-        return Err("shorter than one entry");
-    }
-    let first = usize::from(le16(block, 8));
-    if first < DIRENT_LEN || first % DIRENT_LEN != 0 || first > block.len() {
-        return Err("bad name offset of the first entry");
-    }
-    let count = first / DIRENT_LEN;
-    for i in 0..count {
-        let d = &block[i * DIRENT_LEN..];
-        let start = usize::from(le16(d, 8));
-        let end = match i + 1 < count {
-            true => usize::from(le16(d, DIRENT_LEN + 8)),
-            false => block[start.min(block.len())..]
-                .iter()
-                .position(|&c| c == 0)
-                .map_or(block.len(), |n| start + n),
-        };
-        if start < first || end <= start || end > block.len() || end - start > NAME_MAX {
-            return Err("bad name offset");
-        }
-        out.push(Dirent {
-            name: block[start..end].to_vec(),
-            nid: le64(d, 0),
-            file_type: d[10],
-        });
-    }
-    Ok(())
+/// True if `entry` is the xattr `name` (such as `user.foo`).
+fn is_named(entry: &XattrEntry, name: &str) -> bool {
+    xattr_prefix(entry.name_index)
+        .and_then(|prefix| name.strip_prefix(prefix))
+        .is_some_and(|rest| rest.as_bytes() == entry.name)
 }
 
-/// The prefix an xattr name index stands for; None for indexes the kernel does not know.
-/// Index 0 has none: our writer stores names outside the known prefixes whole.
-fn xattr_prefix(index: u8) -> Option<&'static str> {
-    Some(match index {
-        0 => "",
-        1 => "user.",
-        2 => "system.posix_acl_access",
-        3 => "system.posix_acl_default",
-        4 => "trusted.",
-        5 => "lustre.",
-        6 => "security.",
-        _ => return None,
-    })
-}
-
-fn expect_dir(ino: &Inode, path: &str) -> Result<(), ReadError> {
-    match ino.mode & S_IFMT {
+fn expect_dir(ino: &Located, path: &str) -> Result<(), ReadError> {
+    match ino.ino.mode & S_IFMT {
         S_IFDIR => Ok(()),
         S_IFLNK => Err(ReadError::Symlink { path: path.into() }),
         _ => Err(ReadError::NotADirectory { path: path.into() }),
@@ -525,12 +381,12 @@ fn expect_dir(ino: &Inode, path: &str) -> Result<(), ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::erofs::{self, Options};
+    use crate::format::erofs::layout::crc32c;
+    use crate::format::erofs::{write, Options};
     use crate::tree::{Kind, ScanOptions, Tree};
     use std::fs::{self, File};
     use std::os::unix::fs::symlink;
     use std::path::Path;
-    use std::process::Command;
 
     const RELEASE: &str = "usr/lib/extension-release.d/extension-release.foo";
 
@@ -623,7 +479,7 @@ mod tests {
         let (tmp, tree) = source();
         let image = tmp.path().join("image");
         let file = File::create(&image).unwrap();
-        erofs::write(&tree, &file, 3 * 4096, &opts()).unwrap();
+        write(&tree, &file, 3 * 4096, &opts()).unwrap();
         let file = File::open(&image).unwrap();
         let r = Reader::open(&file, 3 * 4096).unwrap();
         assert_matches(&r, &tree);
@@ -635,80 +491,11 @@ mod tests {
         assert!(Reader::open(&file, 0).is_err());
     }
 
-    fn have(tool: &str) -> bool {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn mkfs(src: &Path, image: &Path, args: &[&str]) {
-        let out = Command::new("mkfs.erofs")
-            .args(["--quiet", "-T0"])
-            .args(args)
-            .arg(image)
-            .arg(src)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "mkfs.erofs {args:?}: {err}");
-    }
-
-    #[test]
-    fn reads_mkfs_erofs_images() {
-        if !have("mkfs.erofs") {
-            eprintln!("skipping: mkfs.erofs not found");
-            return;
-        }
-        let (tmp, tree) = source();
-        let src = tmp.path().join("src");
-        let variants: [&[&str]; 5] = [
-            &[],
-            &["-Eforce-inode-extended"],
-            &["-Eforce-inode-compact", "--ignore-mtime"],
-            &["--chunksize=4096"],
-            &["--chunksize=65536"],
-        ];
-        for (i, args) in variants.into_iter().enumerate() {
-            let image = tmp.path().join(format!("image{i}"));
-            mkfs(&src, &image, args);
-            let bytes = fs::read(&image).unwrap();
-            let r = Reader::open(&bytes[..], 0).unwrap();
-            assert_matches(&r, &tree);
-        }
-    }
-
-    #[test]
-    fn compressed_files_are_refused_but_directories_read() {
-        if !have("mkfs.erofs") {
-            eprintln!("skipping: mkfs.erofs not found");
-            return;
-        }
-        let (tmp, tree) = source();
-        let image = tmp.path().join("image");
-        mkfs(&tmp.path().join("src"), &image, &["-zlz4hc"]);
-        let bytes = fs::read(&image).unwrap();
-        let r = Reader::open(&bytes[..], 0).unwrap();
-        let lib = r.list("usr/lib").unwrap();
-        assert_eq!(
-            lib.len(),
-            tree.children(tree.lookup("usr/lib").unwrap()).len()
-        );
-        assert!(matches!(
-            r.read_file("usr/lib/big", u64::MAX),
-            Err(ReadError::Compressed { .. })
-        ));
-        assert_eq!(
-            r.xattr("usr/lib/big", "user.own").unwrap().as_deref(),
-            Some(&b"big"[..])
-        );
-    }
-
     #[test]
     fn path_errors_are_typed() {
         let (tmp, tree) = source();
         let image = tmp.path().join("image");
-        erofs::write(&tree, &File::create(&image).unwrap(), 0, &opts()).unwrap();
+        write(&tree, &File::create(&image).unwrap(), 0, &opts()).unwrap();
         let bytes = fs::read(&image).unwrap();
         let r = Reader::open(&bytes[..], 0).unwrap();
         let err = |res: Result<Vec<u8>, ReadError>| res.unwrap_err();
@@ -768,7 +555,7 @@ mod tests {
         set_xattr(&src.join(RELEASE), "user.extension-release.strict", b"0");
         let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
         let image = tmp.path().join("image");
-        erofs::write(&tree, &File::create(&image).unwrap(), 0, &opts()).unwrap();
+        write(&tree, &File::create(&image).unwrap(), 0, &opts()).unwrap();
         fs::read(&image).unwrap()
     }
 
