@@ -60,7 +60,7 @@ fn build(dir: &Path, extra: &[&str], out: &str) -> PathBuf {
 #[test]
 fn gnu_cpio_and_bsdtar_read_it_and_extraction_is_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/keys/trusted.crt");
+    let cert = test_support::key("trusted.crt");
     let out = build(
         dir.path(),
         &["--compress", "none", "--cert", s(&cert)],
@@ -179,10 +179,7 @@ fn reproducible_and_identical_as_non_root() {
 
 /// Debian's kernel package, fetched and unpacked once per machine.
 fn debian_modules() -> (PathBuf, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-debian-kernel");
-    let out = run(&mut Command::new(root));
-    let base =
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("root/lib/modules");
+    let base = test_support::debian_kernel_root().join("lib/modules");
     let kver = fs::read_dir(&base)
         .unwrap()
         .next()
