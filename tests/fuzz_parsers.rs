@@ -3,22 +3,7 @@
 //! give Ok or a typed error, never a panic. The cargo-fuzz targets in fuzz/ run them longer.
 
 use initrd_sysext::format::{blob::Blob, gpt, release, signature, unit, verity};
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use test_support::Rng;
 
 /// Applies 1–8 random mutations: bit flips, byte sets, truncation, interesting values.
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -30,7 +15,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         let i = rng.below(v.len());
         match rng.below(5) {
             0 => v[i] ^= 1 << rng.below(8),
-            1 => v[i] = rng.next() as u8,
+            1 => v[i] = rng.next_u64() as u8,
             2 => v.truncate(i),
             3 => v[i] = [0, 0xff, 0x7f, 0x80][rng.below(4)],
             _ => {
@@ -43,7 +28,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 }
 
 fn run(seed: u64, iterations: usize, input: &[u8], parse: impl Fn(&[u8])) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     parse(input);
     for _ in 0..iterations {
         parse(&mutate(&mut rng, input));
@@ -91,7 +76,7 @@ fn gpt_reader_survives_forged_valid_crcs() {
     // Mutations that keep the CRCs valid reach the field checks.
     let img = sample_gpt();
     let crc = |d: &[u8]| crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(d);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for _ in 0..5_000 {
         let mut m = img.clone();
         let at = if rng.below(2) == 0 {
@@ -99,7 +84,7 @@ fn gpt_reader_survives_forged_valid_crcs() {
         } else {
             1024 + rng.below(256)
         };
-        m[at] = rng.next() as u8;
+        m[at] = rng.next_u64() as u8;
         let entries_crc = crc(&m[1024..1024 + 128 * 128]);
         m[512 + 88..512 + 92].copy_from_slice(&entries_crc.to_le_bytes());
         m[512 + 16..512 + 20].fill(0);

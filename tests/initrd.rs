@@ -48,19 +48,14 @@ fn build(dir: &Path, extra: &[&str], out: &str) -> PathBuf {
         s(&out),
     ];
     args.extend_from_slice(extra);
-    let o = Command::new(BIN)
-        .args(&args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    cli(&args).env("SOURCE_DATE_EPOCH", "1700000000").succeeds();
     out
 }
 
 #[test]
 fn gnu_cpio_and_bsdtar_read_it_and_extraction_is_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/keys/trusted.crt");
+    let cert = test_support::key("trusted.crt");
     let out = build(
         dir.path(),
         &["--compress", "none", "--cert", s(&cert)],
@@ -179,10 +174,7 @@ fn reproducible_and_identical_as_non_root() {
 
 /// Debian's kernel package, fetched and unpacked once per machine.
 fn debian_modules() -> (PathBuf, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-debian-kernel");
-    let out = run(&mut Command::new(root));
-    let base =
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("root/lib/modules");
+    let base = test_support::debian_kernel_root().join("lib/modules");
     let kver = fs::read_dir(&base)
         .unwrap()
         .next()
@@ -311,13 +303,7 @@ fn modules_closure_matches_debian_modules_dep() {
 }
 
 fn assert_fails_cleanly(dir: &Path, args: &[&str], expect: &str) {
-    let o = ours(args);
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail");
-    assert!(
-        stderr(&o).contains(expect),
-        "{args:?}: expected {expect:?} in {}",
-        stderr(&o)
-    );
+    cli(args).fails_with(1, expect);
     let left: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -436,8 +422,7 @@ fn check_kernel_reports_per_feature() {
         "CONFIG_BLK_DEV_LOOP=y\n# CONFIG_DM_VERITY is not set\n",
     )
     .unwrap();
-    let o = ours(&["check-kernel", s(&partial)]);
-    assert_eq!(o.status.code(), Some(1));
+    let o = cli(["check-kernel", s(&partial)]).fails_with(1, "");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("ok       loop devices") && out.contains("MISSING  dm-verity"),

@@ -188,31 +188,11 @@ fn same_seed_gives_identical_bytes() {
     for fs_kind in ["erofs", "squashfs"] {
         let build = |out: &str| {
             let out = dir.path().join(out);
-            let o = Command::new(BIN)
-                .args([
-                    "build",
-                    "sysext",
-                    "--tree",
-                    s(&tree),
-                    "--name",
-                    "sample",
-                    "--fs",
-                    fs_kind,
-                ])
-                .args([
-                    "--key",
-                    s(&key),
-                    "--cert",
-                    s(&cert),
-                    "--seed",
-                    SEED,
-                    "--output",
-                    s(&out),
-                ])
+            cli(["build", "sysext", "--tree", s(&tree), "--name", "sample"])
+                .args(["--fs", fs_kind, "--key", s(&key), "--cert", s(&cert)])
+                .args(["--seed", SEED, "--output", s(&out)])
                 .env("SOURCE_DATE_EPOCH", "1700000000")
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", stderr(&o));
+                .succeeds();
             fs::read(out).unwrap()
         };
         let (a, b) = (
@@ -242,9 +222,7 @@ fn existing_output_is_kept_without_force() {
         "--output",
         s(&out),
     ];
-    let o = ours(&args);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("exists (use --force"), "{}", stderr(&o));
+    cli(args).fails_with(1, "exists (use --force");
     assert_eq!(fs::read(&out).unwrap(), b"precious");
     let mut forced = args.to_vec();
     forced.push("--force");
@@ -404,7 +382,7 @@ fn definitions_errors_exit_1_and_name_the_file() {
     let tree = dir.path().join("tree");
     sample_tree(&tree, "x");
     let (key, cert) = genkey(dir.path(), "k");
-    let build = |extra: [&str; 3], flags: &[&str]| {
+    let build = |extra: [&str; 3], flags: &[&str], needle: &str| {
         let defs = walkthrough_definitions(dir.path(), extra);
         let out = dir.path().join("x.raw");
         let mut args = vec![
@@ -417,41 +395,26 @@ fn definitions_errors_exit_1_and_name_the_file() {
         ];
         args.extend(["--name", "x", "--output", s(&out)]);
         args.extend(flags);
-        let o = ours(&args);
-        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let o = cli(&args).fails_with(1, needle);
         assert!(!out.exists());
         stderr(&o)
     };
     let keys = ["--key", s(&key), "--cert", s(&cert)];
-    let e = build(["Encrypt=key-file\n", "", ""], &keys);
-    assert!(
-        e.contains("repart.d/10-root.conf:8: Encrypt= is not supported"),
-        "{e}"
-    );
-    let e = build(
-        ["", "", ""],
-        &["--fs", "erofs", keys[0], keys[1], keys[2], keys[3]],
-    );
-    assert!(
-        e.contains("--fs erofs contradicts") && e.contains("Format=squashfs"),
-        "{e}"
-    );
-    let e = build(["", "", ""], &[]);
-    assert!(
-        e.contains("30-root-verity-sig.conf: Verity=signature needs --key and --cert"),
-        "{e}"
-    );
+    let encrypt = "repart.d/10-root.conf:8: Encrypt= is not supported";
+    build(["Encrypt=key-file\n", "", ""], &keys, encrypt);
+    let erofs = [&["--fs", "erofs"][..], &keys].concat();
+    let e = build(["", "", ""], &erofs, "--fs erofs contradicts");
+    assert!(e.contains("Format=squashfs"), "{e}");
+    let unsigned = "30-root-verity-sig.conf: Verity=signature needs --key and --cert";
+    build(["", "", ""], &[], unsigned);
 }
 
 /// `build sysext` with a fixed seed and SOURCE_DATE_EPOCH; the image's bytes.
 fn reproducible_build(out: &Path, args: &[&str]) -> Vec<u8> {
-    let o = Command::new(BIN)
-        .args(["build", "sysext", "--seed", SEED, "--output", s(out)])
+    cli(["build", "sysext", "--seed", SEED, "--output", s(out)])
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+        .succeeds();
     fs::read(out).unwrap()
 }
 
@@ -537,27 +500,13 @@ fn tampering_is_detected_and_named() {
             .path()
             .join(format!("bad-{}.raw", what.replace(' ', "-")));
         fs::write(&bad, &bytes).unwrap();
-        let o = ours(&["verify", s(&bad), "--cert", s(&cert)]);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "{what}: verify accepted a tampered image"
-        );
-        assert!(
-            stderr(&o).contains(expect),
-            "{what}: expected {expect:?} in: {}",
-            stderr(&o)
-        );
+        cli(["verify", s(&bad), "--cert", s(&cert)]).fails_with(1, expect);
     }
     let truncated = dir.path().join("truncated.raw");
     fs::write(&truncated, &pristine[..pristine.len() / 2]).unwrap();
-    let o = ours(&["verify", s(&truncated), "--cert", s(&cert)]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("truncated.raw"), "{}", stderr(&o));
+    cli(["verify", s(&truncated), "--cert", s(&cert)]).fails_with(1, "truncated.raw");
     let (_, other) = genkey(dir.path(), "other");
-    let o = ours(&["verify", s(&image), "--cert", s(&other)]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("does not verify"), "{}", stderr(&o));
+    cli(["verify", s(&image), "--cert", s(&other)]).fails_with(1, "does not verify");
 }
 
 #[test]
@@ -651,23 +600,12 @@ fn deferred_signing_matches_a_direct_build_and_checks_detached_signatures() {
     let (key, cert) = genkey(d, "signer");
     let build = |out: &str, verity: &[&str]| {
         let out = d.join(out);
-        let o = Command::new(BIN)
-            .args([
-                "build",
-                "sysext",
-                "--tree",
-                s(&tree),
-                "--name",
-                "sample",
-                "--seed",
-                SEED,
-            ])
+        cli(["build", "sysext", "--tree", s(&tree), "--name", "sample"])
+            .args(["--seed", SEED])
             .args(verity)
             .args(["--output", s(&out)])
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
+            .succeeds();
         out
     };
     let direct = build("direct.raw", &["--key", s(&key), "--cert", s(&cert)]);
@@ -676,9 +614,7 @@ fn deferred_signing_matches_a_direct_build_and_checks_detached_signatures() {
     let v: serde_json::Value =
         serde_json::from_slice(&ours_ok(&["inspect", "--json", s(&deferred)]).stdout).unwrap();
     assert_eq!(v["signature"]["status"], "deferred");
-    let o = ours(&["verify", s(&deferred), "--cert", s(&cert)]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("signature deferred"), "{}", stderr(&o));
+    cli(["verify", s(&deferred), "--cert", s(&cert)]).fails_with(1, "signature deferred");
     let rh = fs::read_to_string(d.join("deferred.roothash")).unwrap();
     assert_eq!(rh.trim(), v["root_hash"].as_str().unwrap());
     // A detached signature over another root hash is refused and nothing changes.
@@ -703,20 +639,10 @@ fn deferred_signing_matches_a_direct_build_and_checks_detached_signatures() {
         "-out",
         s(&bad_p7s),
     ]));
-    let o = ours(&[
-        "sign",
-        s(&deferred),
-        "--signature",
-        s(&bad_p7s),
-        "--cert",
-        s(&cert),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "a signature over another root hash must be refused"
-    );
-    assert!(stderr(&o).contains("does not verify"), "{}", stderr(&o));
+    // A signature over another root hash must be refused.
+    cli(["sign", s(&deferred), "--signature", s(&bad_p7s)])
+        .args(["--cert", s(&cert)])
+        .fails_with(1, "does not verify");
     assert!(
         fs::read(&deferred).unwrap() == before,
         "a refused signature changed the image"
@@ -799,23 +725,10 @@ fn extra_trees_and_output_specifiers() {
     ]);
     let image = d.join("kubectl-1.29.x86-64.raw");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), s(&image));
-    let o = ours(&[
-        "build",
-        "sysext",
-        "--tree",
-        s(&tree),
-        "--name",
-        "k",
-        "--id",
-        "_any",
-        "--output",
-        s(&out),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "%v without --version is a usage error"
-    );
+    // %v without --version is a usage error.
+    cli(["build", "sysext", "--tree", s(&tree), "--name", "k"])
+        .args(["--id", "_any", "--output", s(&out)])
+        .fails_with(2, "");
     if !is_root() {
         return;
     }

@@ -5,31 +5,22 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::{expected, sample, write, Expected};
 use cpio_builder::mode::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+use test_support::{is_root, run_with_input};
 
 /// Runs `program args` in `dir` with `input` on stdin; panics unless it succeeds.
 fn run(program: &str, args: &[&str], dir: &Path, input: &[u8]) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(dir)
         .env("TZ", "UTC")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{program} {args:?} failed: {stderr}");
-    out
+        .env("LC_ALL", "C");
+    run_with_input(&mut cmd, input)
 }
 
 fn stdout_lines(out: &Output) -> Vec<String> {
@@ -79,11 +70,6 @@ fn major_minor(rdev: u64) -> (u32, u32) {
     let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
     let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
     (major as u32, minor as u32)
-}
-
-fn is_root() -> bool {
-    let probe = tempfile::tempfile().unwrap();
-    probe.metadata().unwrap().uid() == 0
 }
 
 #[test]

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{expected, sample, small, write, Expected};
 use cpio_builder::{path_order, Entry, Reader};
+use test_support::run_with_input;
 
 fn read(input: &[u8]) -> Vec<Entry> {
     Reader::new(input)
@@ -17,19 +17,7 @@ fn read(input: &[u8]) -> Vec<Entry> {
 
 /// Pipes `input` through `program args`, returning its output.
 fn filter(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap().unwrap();
-    assert!(out.status.success(), "{program} failed");
-    out.stdout
+    run_with_input(Command::new(program).args(args), input).stdout
 }
 
 fn pad_to(bytes: &mut Vec<u8>, multiple: usize) {
@@ -138,21 +126,12 @@ fn reads_an_archive_written_by_gnu_cpio() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("bin")).unwrap();
     std::os::unix::fs::symlink("busybox", dir.path().join("bin/sh")).unwrap();
-    let mut child = Command::new("cpio")
-        .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cpio must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(names.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    let out = run_with_input(
+        Command::new("cpio")
+            .args(["-o", "-H", "newc", "--quiet"])
+            .current_dir(dir.path()),
+        names.as_bytes(),
+    );
     assert_eq!(
         out.stdout.len() % 512,
         0,

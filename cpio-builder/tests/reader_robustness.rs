@@ -8,6 +8,7 @@ use std::io::Write;
 
 use common::{sample, small, write};
 use cpio_builder::{Entry, ReadError, Reader};
+use test_support::Rng;
 
 /// Reads all of `input`, checking invariants of every entry; returns the entry count and
 /// the error that ended the iteration, if any.
@@ -26,18 +27,6 @@ fn read_checked(input: &[u8]) -> (usize, Option<ReadError>) {
         }
     }
     (count, None)
-}
-
-/// A small deterministic pseudo-random generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -98,7 +87,7 @@ fn random_edits_of_plain_and_compressed_members_never_panic() {
         ]
         .concat(),
     ];
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     for member in &members {
         for _ in 0..2000 {
             let mut input = member.clone();

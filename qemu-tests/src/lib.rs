@@ -4,21 +4,16 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use test_support::Cli;
+
 pub mod dracut;
 
-/// The repository root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+pub use test_support::{key, repo, run, s, write_tree};
 
 /// Runs a command to success and returns its trimmed stdout's last line.
 fn last_line(cmd: &mut Command) -> String {
@@ -29,19 +24,6 @@ fn last_line(cmd: &mut Command) -> String {
     assert!(out.status.success(), "{cmd:?} failed");
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines().last().unwrap_or("").trim().to_owned()
-}
-
-/// Runs a command to success, panicking with its output otherwise.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The static release binary (built once per test process).
@@ -90,10 +72,7 @@ pub fn dracut_test_kernel() -> &'static Path {
 
 /// Debian's own kernel package, fetched once per machine: (vmlinuz, modules dir).
 pub fn debian_kernel() -> (PathBuf, PathBuf) {
-    let out = run(&mut std::process::Command::new(
-        repo().join("scripts/fetch-debian-kernel"),
-    ));
-    let root = PathBuf::from(out.trim()).join("root");
+    let root = test_support::debian_kernel_root();
     let boot = std::fs::read_dir(root.join("boot"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -116,30 +95,13 @@ pub fn debian_kernel() -> (PathBuf, PathBuf) {
     (vmlinuz, modules)
 }
 
-/// A committed test key or certificate.
-pub fn key(name: &str) -> PathBuf {
-    repo().join("qemu-tests/keys").join(name)
-}
-
-/// Our binary with arguments, to success.
+/// Our binary with arguments, to success; its stdout.
 pub fn ours(args: &[&str]) -> String {
-    run(Command::new(binary())
+    let out = Cli::new(binary())
         .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000"))
-}
-
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A tree for an extension: files at relative paths with modes.
-pub fn write_tree(root: &Path, files: &[(&str, &[u8], u32)]) {
-    for (path, data, mode) in files {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, data).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
-    }
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .succeeds();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// busybox from Debian's busybox-static package.

@@ -10,64 +10,36 @@ use std::process::{Command, Output};
 pub const BIN: &str = env!("CARGO_BIN_EXE_initrd-sysext");
 pub const SEED: &str = "0b5e55ed-0000-4000-8000-000000000001";
 
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+#[allow(unused_imports)] // each test binary uses a different part
+pub use test_support::{is_root, run, s, sh, stderr, write_tree, Cli};
 
-/// Runs a command, panicking with its output if it fails.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Runs a shell script.
-pub fn sh(script: &str) -> String {
-    String::from_utf8(run(Command::new("sh").arg("-ec").arg(script)).stdout).unwrap()
+/// Our binary with arguments, for a one-line check: `cli([..]).fails_with(1, "..")`.
+pub fn cli<I, S>(args: I) -> Cli
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Cli::new(BIN).args(args)
 }
 
 /// Our binary with arguments.
 pub fn ours(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    cli(args).output()
 }
 
 pub fn ours_ok(args: &[&str]) -> Output {
-    run(Command::new(BIN).args(args))
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    cli(args).succeeds()
 }
 
 /// A key pair in `dir`: (key, cert).
 pub fn genkey(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (k, c) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.crt")),
-    );
-    ours_ok(&["genkey", "--key", s(&k), "--cert", s(&c), "--cn", name]);
-    (k, c)
-}
-
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    test_support::genkey(Path::new(BIN), dir, name)
 }
 
 /// A tree with every kind of entry the writers must carry, and a complete extension-release
 /// for `name` (so the image's tree equals the input's).
 pub fn sample_tree(root: &Path, name: &str) {
-    let w = |p: &str, data: &[u8], mode: u32| {
-        let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    };
+    let w = |p: &str, data: &[u8], mode: u32| write_tree(root, &[(p, data, mode)]);
     w("usr/bin/tool", b"#!/bin/sh\necho tool\n", 0o755);
     w("usr/bin/suid", b"s", 0o4755);
     w("usr/lib/empty", b"", 0o644);
