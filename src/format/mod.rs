@@ -12,6 +12,5 @@ pub mod mkosi_conf;
 pub mod release;
 pub mod signature;
 pub mod squashfs;
-pub mod squashfs_read;
 pub mod uuid;
 pub mod verity;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::format::blob::Blob;
 use crate::format::gpt::{self, Designator};
 use crate::format::release::{self, Candidate, Release};
-use crate::format::{erofs_read, signature, squashfs_read};
+use crate::format::{erofs_read, signature, squashfs};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 
 /// Largest extension-release file read.
@@ -139,7 +139,7 @@ fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String>
             find_release(&fs, dir, name)
         }
         FsType::Squashfs => {
-            let fs = squashfs_read::Reader::open(&file, at).map_err(|e| e.to_string())?;
+            let fs = squashfs::Reader::open(&file, at).map_err(|e| e.to_string())?;
             find_release(&fs, dir, name)
         }
         other => Err(format!("cannot read {} filesystems", other.name())),
@@ -197,19 +197,19 @@ impl<B: Blob + ?Sized> ReadFs for erofs_read::Reader<'_, B> {
     }
 }
 
-impl<B: Blob + ?Sized> ReadFs for squashfs_read::Reader<'_, B> {
-    type Error = squashfs_read::ReadError;
+impl<B: Blob + ?Sized> ReadFs for squashfs::Reader<'_, B> {
+    type Error = squashfs::ReadError;
 
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
-        squashfs_read::Reader::list(self, dir)
+        squashfs::Reader::list(self, dir)
     }
 
     fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error> {
-        squashfs_read::Reader::read_file(self, path, max)
+        squashfs::Reader::read_file(self, path, max)
     }
 
     fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        squashfs_read::Reader::xattr(self, path, name)
+        squashfs::Reader::xattr(self, path, name)
     }
 }
 
@@ -388,7 +388,7 @@ mod tests {
         check(&erofs_read::Reader::open(&image, 4096).unwrap());
         let image = tempfile::tempfile().unwrap();
         squashfs::write(&tree, &image, 0, &squashfs::Options::default()).unwrap();
-        check(&squashfs_read::Reader::open(&image, 0).unwrap());
+        check(&squashfs::Reader::open(&image, 0).unwrap());
     }
 
     #[test]

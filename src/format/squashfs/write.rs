@@ -1,5 +1,5 @@
 //! SquashFS 4.0 image writer (zstd, parallel) and superblock probe; the reader is in
-//! [`super::squashfs_read`].
+//! [`super::read`].
 //!
 //! Image layout, in order: superblock, compressor options (only for a non-default level, as
 //! mksquashfs does), data and fragment blocks, inode table, directory table, fragment table,

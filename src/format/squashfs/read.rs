@@ -12,12 +12,12 @@ use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
-use super::blob::Blob;
-use super::squashfs::{
+use super::write::{
     probe, BLOCK_UNCOMPRESSED, COMPRESSION_ZSTD, DIR, DIR_ENTRY_SIZE, DIR_HEADER_SIZE, DIR_RUN_MAX,
     DIR_SIZE_BIAS, EXTENDED, FILE, METADATA_SIZE, META_UNCOMPRESSED, NAME_MAX, NO_FRAGMENT,
     NO_TABLE, NO_XATTR, SUPERBLOCK_SIZE, SYMLINK, XATTR_PREFIXES,
 };
+use crate::format::blob::Blob;
 
 const COMPRESSION_GZIP: u16 = 1;
 const COMPRESSION_XZ: u16 = 4;

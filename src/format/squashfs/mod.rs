@@ -1,0 +1,8 @@
+//! SquashFS 4.0: the writer builds images (zstd, in parallel), the reader looks into them
+//! without mounting; both share the on-disk layout.
+
+pub mod read;
+mod write;
+
+pub use read::{ReadError, Reader};
+pub use write::{probe, write, Error, Options, DEFAULT_LEVEL};
