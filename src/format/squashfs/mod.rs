@@ -2,6 +2,8 @@
 //! without mounting; both share the on-disk layout.
 
 pub mod read;
+#[cfg(test)]
+mod test_util;
 mod write;
 
 pub use read::{ReadError, Reader};

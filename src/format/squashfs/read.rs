@@ -778,132 +778,9 @@ fn expect_dir(inode: Inode, path: &str) -> Result<Listing, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::squashfs::test_util::{assert_matches, fuzz, small_image, source, BLOCK};
     use crate::format::squashfs::{self, Options};
-    use crate::tree::{Kind, ScanOptions, Tree};
     use std::fs::{self, File};
-    use std::os::unix::fs::symlink;
-    use std::path::Path;
-    use std::process::Command;
-
-    const RELEASE: &str = "usr/lib/extension-release.d/extension-release.foo";
-    const BLOCK: usize = 128 * 1024;
-
-    fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-        rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap();
-    }
-
-    /// Compressible text that does not repeat block to block.
-    fn text(len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 32);
-        let mut i = 0;
-        while out.len() < len {
-            out.extend_from_slice(format!("line {i} of some text\n").as_bytes());
-            i += 1;
-        }
-        out.truncate(len);
-        out
-    }
-
-    /// Incompressible bytes (xorshift).
-    fn noise(len: usize) -> Vec<u8> {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    /// A source tree with whole blocks, tails in fragments, sparse and incompressible blocks,
-    /// a directory needing several headers and metadata blocks, symlinks, a fifo, hard links
-    /// and xattrs (one large value shared by several files, stored out of line by mksquashfs).
-    fn populate(d: &Path) {
-        fs::create_dir_all(d.join("usr/lib/extension-release.d")).unwrap();
-        fs::create_dir_all(d.join("empty-dir")).unwrap();
-        fs::create_dir_all(d.join("many")).unwrap();
-        fs::write(d.join(RELEASE), b"ID=_any\nSYSEXT_SCOPE=initrd\n").unwrap();
-        fs::write(d.join("usr/lib/empty"), b"").unwrap();
-        fs::write(d.join("usr/lib/block"), text(BLOCK)).unwrap();
-        fs::write(d.join("usr/lib/tail"), text(2 * BLOCK + 1000)).unwrap();
-        fs::write(d.join("usr/lib/noise"), noise(BLOCK + 77)).unwrap();
-        let mut sparse = vec![0; 2 * BLOCK];
-        sparse.extend(text(500));
-        fs::write(d.join("usr/lib/sparse"), sparse).unwrap();
-        symlink("tail", d.join("usr/lib/link")).unwrap();
-        fs::hard_link(d.join("usr/lib/tail"), d.join("hard")).unwrap();
-        let fifo = rustix::fs::FileType::Fifo;
-        rustix::fs::mknodat(rustix::fs::CWD, d.join("fifo"), fifo, 0o600.into(), 0).unwrap();
-        // Mostly empty files: every lookup decompresses the listing again.
-        for i in 0..600 {
-            let name = format!("many/{i:03}-{}", "n".repeat(i % 60));
-            let content = if i % 50 == 7 {
-                i.to_string()
-            } else {
-                String::new()
-            };
-            fs::write(d.join(name), content).unwrap();
-        }
-        set_xattr(&d.join(RELEASE), "user.extension-release.strict", b"0");
-        let shared = text(300);
-        for f in ["usr/lib/block", "usr/lib/noise", "many/007-nnnnnnn"] {
-            set_xattr(&d.join(f), "user.shared", &shared);
-        }
-        set_xattr(&d.join("usr/lib/noise"), "user.own", b"noise");
-        set_xattr(&d.join("usr"), "user.dir", b"");
-        set_xattr(&d.join("empty-dir"), "trusted.t", b"t");
-    }
-
-    fn source() -> (tempfile::TempDir, Tree) {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        fs::create_dir(&src).unwrap();
-        populate(&src);
-        let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
-        (tmp, tree)
-    }
-
-    /// Every directory lists like the tree, every file reads back, every xattr is found.
-    fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree, what: &str) {
-        for id in tree.walk() {
-            let node = &tree.nodes[id];
-            let path = tree.path(id).to_str().unwrap().to_owned();
-            // Each lookup in "many" reads its listing again: its listing covers the empty files.
-            let empty = matches!(node.kind, Kind::File { size: 0, .. });
-            if path.starts_with("many/") && empty && node.meta.xattrs.is_empty() {
-                continue;
-            }
-            let read = r.read_file(&path, u64::MAX);
-            match &node.kind {
-                Kind::Dir { children } => {
-                    let want: Vec<(String, bool)> = children
-                        .iter()
-                        .map(|&c| {
-                            let name = String::from_utf8(tree.nodes[c].name.clone()).unwrap();
-                            (name, matches!(tree.nodes[c].kind, Kind::Dir { .. }))
-                        })
-                        .collect();
-                    assert_eq!(r.list(&path).unwrap(), want, "{what}: {path:?}");
-                    assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}");
-                }
-                Kind::File { content, .. } => {
-                    let got = read.unwrap_or_else(|e| panic!("{what}: {path:?}: {e}"));
-                    assert!(got == content.read().unwrap(), "{what}: {path:?}");
-                }
-                Kind::Symlink(_) => assert!(matches!(read, Err(ReadError::Symlink { .. }))),
-                _ => assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}"),
-            }
-            for (name, value) in &node.meta.xattrs {
-                let name = std::str::from_utf8(name).unwrap();
-                let got = r.xattr(&path, name).unwrap();
-                assert_eq!(got.as_ref(), Some(value), "{what}: {path:?} {name}");
-            }
-            assert_eq!(r.xattr(&path, "user.absent").unwrap(), None);
-            assert_eq!(r.xattr(&path, "system.other").unwrap(), None);
-        }
-    }
 
     #[test]
     fn reads_our_images_at_an_offset() {
@@ -920,73 +797,6 @@ mod tests {
             [("extension-release.foo".to_owned(), false)]
         );
         assert!(Reader::open(&file, 0).is_err());
-    }
-
-    fn have(tool: &str) -> bool {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn mksquashfs(src: &Path, image: &Path, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("mksquashfs")
-            .arg(src)
-            .arg(image)
-            .args(["-noappend", "-quiet", "-no-progress"])
-            .args(args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "mksquashfs {args:?}: {err}");
-        fs::read(image).unwrap()
-    }
-
-    #[test]
-    fn reads_mksquashfs_images() {
-        if !have("mksquashfs") {
-            eprintln!("skipping: mksquashfs not found");
-            return;
-        }
-        let (tmp, tree) = source();
-        let src = tmp.path().join("src");
-        let variants: [(&[&str], Compressor); 5] = [
-            (&[], Compressor::Gzip),
-            (&["-comp", "zstd"], Compressor::Zstd),
-            (&["-noI", "-noD", "-noF", "-noX"], Compressor::Gzip),
-            (&["-no-fragments", "-b", "16384"], Compressor::Gzip),
-            (
-                &["-always-use-fragments", "-comp", "zstd"],
-                Compressor::Zstd,
-            ),
-        ];
-        for (i, (args, compressor)) in variants.into_iter().enumerate() {
-            let image = mksquashfs(&src, &tmp.path().join(format!("image{i}")), args);
-            let r = Reader::open(&image[..], 0).unwrap();
-            assert_eq!(r.sb.compressor, compressor);
-            assert_matches(&r, &tree, &format!("{args:?}"));
-        }
-    }
-
-    #[test]
-    fn unsupported_compressors_and_filters_are_typed() {
-        if !have("mksquashfs") {
-            eprintln!("skipping: mksquashfs not found");
-            return;
-        }
-        let (tmp, _) = source();
-        let src = tmp.path().join("src");
-        let image = mksquashfs(&src, &tmp.path().join("lz4"), &["-comp", "lz4"]);
-        assert!(matches!(
-            Reader::open(&image[..], 0),
-            Err(ReadError::Compressor { id: 5, name: "lz4" })
-        ));
-        let image = mksquashfs(&src, &tmp.path().join("xz"), &["-comp", "xz"]);
-        let err = Reader::open(&image[..], 0).err().unwrap();
-        assert!(
-            matches!(err, ReadError::Compressor { id: 4, name: "xz" }),
-            "{err}"
-        );
     }
 
     #[test]
@@ -1042,21 +852,6 @@ mod tests {
         ));
     }
 
-    fn small_image() -> Vec<u8> {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        fs::create_dir_all(src.join("usr/lib/extension-release.d")).unwrap();
-        fs::write(src.join(RELEASE), b"ID=_any\n").unwrap();
-        fs::write(src.join("usr/tail"), text(5000)).unwrap();
-        symlink("tail", src.join("usr/link")).unwrap();
-        set_xattr(&src.join(RELEASE), "user.extension-release.strict", b"0");
-        let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
-        let image = tmp.path().join("image");
-        let file = File::create(&image).unwrap();
-        squashfs::write(&tree, &file, 0, &Options::default()).unwrap();
-        fs::read(&image).unwrap()
-    }
-
     #[test]
     fn bad_superblocks_are_refused() {
         let good = small_image();
@@ -1106,84 +901,8 @@ mod tests {
         ));
     }
 
-    /// Tries every operation; only panics (and hangs) matter.
-    fn exercise(image: &[u8]) {
-        let Ok(r) = Reader::open(image, 0) else {
-            return;
-        };
-        for dir in ["", "usr", "usr/lib/extension-release.d"] {
-            let _ = r.list(dir);
-        }
-        for file in [RELEASE, "usr/tail", "usr/link"] {
-            let _ = r.read_file(file, 1 << 20);
-            let _ = r.xattr(file, "user.extension-release.strict");
-        }
-    }
-
-    /// Deterministic xorshift64 bytes for mutations.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        /// Changes 1 to 4 bytes of `b`.
-        fn mutate(&mut self, b: &mut [u8]) {
-            for _ in 0..1 + self.next() % 4 {
-                let at = (self.next() % b.len() as u64) as usize;
-                b[at] = match self.next() % 3 {
-                    0 => self.next() as u8,
-                    1 => b[at] ^ (1 << (self.next() % 8)),
-                    _ => [0, 0xff, 0x80, 0x7f][(self.next() % 4) as usize],
-                };
-            }
-        }
-    }
-
-    /// Mutates `good` `rounds` times: its superblock, anywhere, or mostly its metadata
-    /// tables, which sit at the end.
-    fn fuzz(good: &[u8], rounds: usize, seed: u64) {
-        let mut rng = Rng(seed);
-        let used = (le64(good, 40) as usize).min(good.len());
-        let tables = used.saturating_sub(4096);
-        for _ in 0..rounds {
-            let mut b = good.to_vec();
-            match rng.next() % 4 {
-                0 => rng.mutate(&mut b[..96]),
-                1 => rng.mutate(&mut b[..used]),
-                _ => rng.mutate(&mut b[tables..used]),
-            }
-            exercise(&b);
-        }
-    }
-
     #[test]
     fn mutated_images_never_panic() {
         fuzz(&small_image(), 5000, 0x9e37_79b9_7f4a_7c15);
-        if !have("mksquashfs") {
-            eprintln!("mksquashfs not found: fuzzing our image only");
-            return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        fs::create_dir_all(src.join("usr/lib/extension-release.d")).unwrap();
-        fs::write(src.join(RELEASE), b"ID=_any\n").unwrap();
-        fs::write(src.join("usr/tail"), text(5000)).unwrap();
-        symlink("tail", src.join("usr/link")).unwrap();
-        set_xattr(&src.join(RELEASE), "user.extension-release.strict", b"0");
-        // Small blocks: the 5000-byte file has a whole block and a fragment.
-        let args: [&[&str]; 3] = [
-            &["-b", "4096", "-noI", "-noD", "-noF", "-noX"],
-            &["-b", "4096"],
-            &["-b", "8192", "-comp", "zstd"],
-        ];
-        for (i, args) in args.into_iter().enumerate() {
-            let image = mksquashfs(&src, &tmp.path().join(format!("i{i}")), args);
-            fuzz(&image, 2000, i as u64 + 1);
-        }
     }
 }
