@@ -8,6 +8,7 @@ use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use initrd_sysext::format::squashfs::layout::{Superblock, COMPRESSION_GZIP, COMPRESSION_ZSTD};
 use initrd_sysext::format::squashfs::{write, Options, ReadError, Reader};
 use initrd_sysext::tree::{ScanOptions, Tree};
 // The shared helpers name the crate as `crate::format` and `crate::tree`.
@@ -386,12 +387,9 @@ fn an_empty_tree_is_a_valid_image() {
     assert_eq!(seen, "700 2\n");
 }
 
-const GZIP: u16 = 1;
-const ZSTD: u16 = 6;
-
 /// The superblock's compression id.
 fn compression(image: &[u8]) -> u16 {
-    u16::from_le_bytes([image[20], image[21]])
+    Superblock::parse(image[..Superblock::SIZE].try_into().unwrap()).compression
 }
 
 fn mksquashfs(src: &Path, image: &Path, args: &[&str]) -> Vec<u8> {
@@ -415,11 +413,14 @@ fn reads_mksquashfs_images() {
     let (tmp, tree) = source();
     let src = tmp.path().join("src");
     let variants: [(&[&str], u16); 5] = [
-        (&[], GZIP),
-        (&["-comp", "zstd"], ZSTD),
-        (&["-noI", "-noD", "-noF", "-noX"], GZIP),
-        (&["-no-fragments", "-b", "16384"], GZIP),
-        (&["-always-use-fragments", "-comp", "zstd"], ZSTD),
+        (&[], COMPRESSION_GZIP),
+        (&["-comp", "zstd"], COMPRESSION_ZSTD),
+        (&["-noI", "-noD", "-noF", "-noX"], COMPRESSION_GZIP),
+        (&["-no-fragments", "-b", "16384"], COMPRESSION_GZIP),
+        (
+            &["-always-use-fragments", "-comp", "zstd"],
+            COMPRESSION_ZSTD,
+        ),
     ];
     for (i, (args, compressor)) in variants.into_iter().enumerate() {
         let image = mksquashfs(&src, &tmp.path().join(format!("image{i}")), args);

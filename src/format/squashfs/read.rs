@@ -7,33 +7,25 @@
 //! it is used, every read stays within `bytes_used`, decompression is bounded by the block
 //! size, directories are capped at [`DIR_MAX`] bytes and xattr sets at [`XATTR_SET_MAX`].
 
-use crate::format::bytes::{components, le16, le32, le64, push};
+use crate::format::bytes::{components, push};
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
-use super::write::{
-    probe, BLOCK_UNCOMPRESSED, COMPRESSION_ZSTD, DIR, DIR_ENTRY_SIZE, DIR_HEADER_SIZE, DIR_RUN_MAX,
-    DIR_SIZE_BIAS, EXTENDED, FILE, METADATA_SIZE, META_UNCOMPRESSED, NAME_MAX, NO_FRAGMENT,
-    NO_TABLE, NO_XATTR, SUPERBLOCK_SIZE, SYMLINK, XATTR_PREFIXES,
+use super::layout::{
+    compression_name, meta_ref, meta_ref_parts, probe, DevInode, DirEntry, DirHeader, DirInode,
+    ExtDirInode, ExtFileInode, FileInode, FragmentEntry, InodeHeader, IpcInode, Superblock,
+    SymlinkInode, XattrEntry, XattrId, XattrTable, XattrValue, BLOCK_UNCOMPRESSED,
+    COMPRESSION_GZIP, COMPRESSION_ZSTD, DIR, DIR_RUN_MAX, DIR_SIZE_BIAS, EXTENDED, EXT_BLOCK_DEV,
+    EXT_CHAR_DEV, EXT_DIR, EXT_FIFO, EXT_FILE, EXT_SOCKET, EXT_SYMLINK, FILE, FRAGMENTS_PER_BLOCK,
+    METADATA_SIZE, META_UNCOMPRESSED, NAME_MAX, NO_FRAGMENT, NO_TABLE, NO_XATTR, SYMLINK,
+    XATTR_IDS_PER_BLOCK, XATTR_OOL, XATTR_PREFIXES,
 };
 use crate::format::blob::Blob;
 
-const COMPRESSION_GZIP: u16 = 1;
 const BLOCK_SIZES: std::ops::RangeInclusive<u32> = 4096..=1 << 20;
 /// Size bits of a data block's size word.
 const BLOCK_SIZE_MASK: u32 = BLOCK_UNCOMPRESSED - 1;
-const FRAGMENTS_PER_BLOCK: u64 = (METADATA_SIZE / 16) as u64;
-const XATTR_IDS_PER_BLOCK: u64 = (METADATA_SIZE / 16) as u64;
-const EXT_DIR: u16 = DIR + EXTENDED;
-const EXT_FILE: u16 = FILE + EXTENDED;
-const EXT_SYMLINK: u16 = SYMLINK + EXTENDED;
-const EXT_BLOCK_DEV: u16 = 11;
-const EXT_CHAR_DEV: u16 = 12;
-const EXT_FIFO: u16 = 13;
-const EXT_SOCKET: u16 = 14;
-/// Xattr type bit: the value is a reference to a value stored elsewhere.
-const XATTR_OOL: u16 = 0x100;
 const XATTR_NAME_MAX: u16 = 255;
 const XATTR_VALUE_MAX: u32 = 65536;
 /// Longest symlink target the kernel reads.
@@ -100,11 +92,10 @@ impl Compressor {
         match id {
             COMPRESSION_GZIP => Ok(Compressor::Gzip),
             COMPRESSION_ZSTD => Ok(Compressor::Zstd),
-            _ => {
-                let names = ["none", "gzip", "lzma", "lzo", "xz", "lz4"];
-                let name = names.get(usize::from(id)).unwrap_or(&"unknown");
-                Err(ReadError::Compressor { id, name })
-            }
+            _ => Err(ReadError::Compressor {
+                id,
+                name: compression_name(id),
+            }),
         }
     }
 
@@ -135,24 +126,12 @@ fn inflate(raw: &[u8], max: usize) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The superblock fields the reader uses, checked.
-struct Superblock {
-    compressor: Compressor,
-    block_size: u32,
-    fragments: u32,
-    root: u64,
-    bytes_used: u64,
-    xattr_table: u64,
-    inode_table: u64,
-    dir_table: u64,
-    fragment_table: u64,
-}
-
 /// A read-only view of a SquashFS filesystem at `offset` of a [`Blob`].
 pub struct Reader<'a, B: Blob + ?Sized> {
     blob: &'a B,
     offset: u64,
     sb: Superblock,
+    compressor: Compressor,
     /// Recently read metadata blocks.
     cache: RefCell<Vec<CachedBlock>>,
 }
@@ -173,7 +152,7 @@ struct Inode {
 
 enum Body {
     Dir(Listing),
-    File(FileInode),
+    File(FileRef),
     Other,
 }
 
@@ -184,7 +163,7 @@ struct Listing {
     size: u64,
 }
 
-struct FileInode {
+struct FileRef {
     start: u64,
     size: u64,
     fragment: u32,
@@ -208,53 +187,62 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
             }
         };
         let size = blob.size().map_err(io(0))?;
-        let b = blob
-            .read_vec_at(offset, SUPERBLOCK_SIZE)
-            .map_err(io(SUPERBLOCK_SIZE))?;
-        let bad = |at: u64, field, value, expected| ReadError::Corrupt {
-            pos: offset + at,
+        let mut b = [0; Superblock::SIZE];
+        blob.read_exact_at(&mut b, offset)
+            .map_err(io(Superblock::SIZE as u64))?;
+        let sb = Superblock::parse(&b);
+        let bad = |at: usize, field, value, expected| ReadError::Corrupt {
+            pos: offset + at as u64,
             field,
             value,
             expected,
         };
+        let at = Superblock::AT;
         if !probe(&b) {
             let expected = "\"hsqs\" and version 4.0";
-            return Err(bad(0, "magic", le32(&b, 0).into(), expected));
+            return Err(bad(at.magic, "magic", sb.magic.into(), expected));
         }
-        let block_size = le32(&b, 12);
+        let block_size = sb.block_size;
         if !BLOCK_SIZES.contains(&block_size)
             || !block_size.is_power_of_two()
-            || u32::from(le16(&b, 22)) != block_size.trailing_zeros()
+            || u32::from(sb.block_log) != block_size.trailing_zeros()
         {
             let expected = "a power of two in 4 KiB..=1 MiB matching block_log";
-            return Err(bad(12, "block_size", block_size.into(), expected));
+            return Err(bad(
+                at.block_size,
+                "block_size",
+                block_size.into(),
+                expected,
+            ));
         }
-        let bytes_used = le64(&b, 40);
-        if bytes_used > size - offset {
-            return Err(bad(40, "bytes_used", bytes_used, "within the image"));
+        if sb.bytes_used > size - offset {
+            let bytes_used = sb.bytes_used;
+            return Err(bad(
+                at.bytes_used,
+                "bytes_used",
+                bytes_used,
+                "within the image",
+            ));
         }
-        let sb = Superblock {
-            compressor: Compressor::from_id(le16(&b, 20))?,
-            block_size,
-            fragments: le32(&b, 16),
-            root: le64(&b, 32),
-            bytes_used,
-            xattr_table: le64(&b, 56),
-            inode_table: le64(&b, 64),
-            dir_table: le64(&b, 72),
-            fragment_table: le64(&b, 80),
-        };
-        if sb.inode_table > sb.dir_table || sb.dir_table >= bytes_used {
+        let compressor = Compressor::from_id(sb.compression)?;
+        if sb.inode_table > sb.dir_table || sb.dir_table >= sb.bytes_used {
             let expected = "inode table <= directory table < bytes_used";
-            return Err(bad(64, "inode_table", sb.inode_table, expected));
+            return Err(bad(at.inode_table, "inode_table", sb.inode_table, expected));
         }
-        if sb.xattr_table != NO_TABLE && sb.xattr_table >= bytes_used {
-            return Err(bad(56, "xattr_table", sb.xattr_table, "below bytes_used"));
+        if sb.xattr_table != NO_TABLE && sb.xattr_table >= sb.bytes_used {
+            let xattr_table = sb.xattr_table;
+            return Err(bad(
+                at.xattr_table,
+                "xattr_table",
+                xattr_table,
+                "below bytes_used",
+            ));
         }
         Ok(Reader {
             blob,
             offset,
             sb,
+            compressor,
             cache: RefCell::default(),
         })
     }
@@ -304,12 +292,13 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         let (kv_start, mut kv, count) = self.xattr_set(index)?;
         let mut used = 0u64;
         for _ in 0..count {
-            let entry_kind = kv.u16()?;
-            let name_len = kv.u16()?;
+            let entry = XattrEntry::parse(&kv.array()?);
+            let name_len = entry.name_size;
             if name_len > XATTR_NAME_MAX {
                 return Err(kv.corrupt("xattr name size", name_len.into(), "at most 255"));
             }
             let entry_name = kv.bytes(name_len.into())?;
+            let entry_kind = entry.kind;
             let value = match entry_kind & XATTR_OOL {
                 0 => kv.sized_value()?,
                 _ => self.ool_value(kv_start, &mut kv)?,
@@ -332,23 +321,24 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         if table == NO_TABLE {
             return Err(self.corrupt(56, "xattr_table", table, "a table, as inodes use it"));
         }
-        let header = self.read(table, 16)?;
-        let (kv_start, ids) = (le64(&header, 0), le32(&header, 8));
-        if index >= ids {
+        let header = XattrTable::parse(&self.read_array(table)?);
+        if index >= header.ids {
             let expected = "below the xattr id count";
-            return Err(self.corrupt(table + 8, "xattr index", index.into(), expected));
+            let at = table + XattrTable::AT.ids as u64;
+            return Err(self.corrupt(at, "xattr index", index.into(), expected));
         }
         let index = u64::from(index);
-        let slot = table + 16 + index / XATTR_IDS_PER_BLOCK * 8;
-        let block = le64(&self.read(slot, 8)?, 0);
-        let mut id = Meta::new(self, block, (index % XATTR_IDS_PER_BLOCK * 16) as usize)?;
-        let (reference, count) = (id.u64()?, id.u32()?);
-        Ok((kv_start, self.meta_at(kv_start, reference)?, count))
+        let slot = table + XattrTable::SIZE as u64 + index / XATTR_IDS_PER_BLOCK * 8;
+        let block = u64::from_le_bytes(self.read_array(slot)?);
+        let at = (index % XATTR_IDS_PER_BLOCK) as usize * XattrId::SIZE;
+        let id = XattrId::parse(&Meta::new(self, block, at)?.array()?);
+        let kv_start = header.kv_start;
+        Ok((kv_start, self.meta_at(kv_start, id.reference)?, id.count))
     }
 
     /// An out-of-line value: its 8-byte reference in `kv`, then the value it points to.
     fn ool_value(&self, kv_start: u64, kv: &mut Meta<'_, 'a, B>) -> Result<Vec<u8>, ReadError> {
-        let len = kv.u32()?;
+        let len = XattrValue::parse(&kv.array()?).size;
         if len != 8 {
             return Err(kv.corrupt("out-of-line xattr reference size", len.into(), "8"));
         }
@@ -382,13 +372,14 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     /// Reads the inode at `reference` (block << 16 | offset in the inode table).
     fn inode(&self, reference: u64) -> Result<(Inode, Meta<'_, 'a, B>), ReadError> {
-        let block = self.sb.inode_table.saturating_add(reference >> 16);
+        let (block, at) = meta_ref_parts(reference);
+        let block = self.sb.inode_table.saturating_add(block);
         if block >= self.sb.dir_table {
-            return Err(self.corrupt(32, "inode reference", reference, "in the inode table"));
+            let root_at = Superblock::AT.root as u64;
+            return Err(self.corrupt(root_at, "inode reference", reference, "in the inode table"));
         }
-        let mut m = Meta::new(self, block, (reference & 0xffff) as usize)?;
-        let kind = m.u16()?;
-        m.array::<14>()?; // permissions, owner, mtime, inode number
+        let mut m = Meta::new(self, block, at)?;
+        let kind = InodeHeader::parse(&m.array()?).kind;
         let basic = if kind > EXTENDED {
             kind - EXTENDED
         } else {
@@ -428,24 +419,24 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         let mut m = Meta::new(self, block, listing.offset.into())?;
         let mut used = 0;
         while used < len {
-            let count = u64::from(m.u32()?) + 1;
-            let (start, _number) = (m.u32()?, m.u32()?);
+            let header = DirHeader::parse(&m.array()?);
+            let count = u64::from(header.count) + 1;
             if count > DIR_RUN_MAX as u64 {
                 return Err(bad("more than 256 entries under one header"));
             }
-            used += DIR_HEADER_SIZE as u64;
+            used += DirHeader::SIZE as u64;
             for _ in 0..count {
-                let (offset, _delta, kind) = (m.u16()?, m.u16()?, m.u16()?);
-                let name_len = usize::from(m.u16()?) + 1;
+                let entry = DirEntry::parse(&m.array()?);
+                let name_len = usize::from(entry.name_size) + 1;
                 if name_len > NAME_MAX {
                     return Err(bad("a name longer than 256 bytes"));
                 }
                 out.push(Entry {
                     name: m.bytes(name_len)?,
-                    inode: u64::from(start) << 16 | u64::from(offset),
-                    kind,
+                    inode: meta_ref(header.start, entry.offset),
+                    kind: entry.kind,
                 });
-                used += (DIR_ENTRY_SIZE + name_len) as u64;
+                used += (DirEntry::SIZE + name_len) as u64;
             }
             if used > len {
                 return Err(bad("entries run past the listing size"));
@@ -455,7 +446,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     }
 
     /// A file's bytes: its blocks (sizes read from `blocks`), then its fragment tail.
-    fn file_data(&self, f: &FileInode, blocks: &mut Meta<'_, 'a, B>) -> Result<Vec<u8>, ReadError> {
+    fn file_data(&self, f: &FileRef, blocks: &mut Meta<'_, 'a, B>) -> Result<Vec<u8>, ReadError> {
         let block_size = u64::from(self.sb.block_size);
         let has_fragment = f.fragment != NO_FRAGMENT;
         let count = match has_fragment {
@@ -504,17 +495,18 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     fn fragment(&self, index: u32) -> Result<Vec<u8>, ReadError> {
         if index >= self.sb.fragments {
             let expected = "below the fragment count";
-            return Err(self.corrupt(16, "fragment index", index.into(), expected));
+            let at = Superblock::AT.fragments as u64;
+            return Err(self.corrupt(at, "fragment index", index.into(), expected));
         }
         let index = u64::from(index);
         let slot = self
             .sb
             .fragment_table
             .saturating_add(index / FRAGMENTS_PER_BLOCK * 8);
-        let block = le64(&self.read(slot, 8)?, 0);
-        let mut m = Meta::new(self, block, (index % FRAGMENTS_PER_BLOCK * 16) as usize)?;
-        let (start, word) = (m.u64()?, m.u32()?);
-        self.data_block(start, word)
+        let block = u64::from_le_bytes(self.read_array(slot)?);
+        let at = (index % FRAGMENTS_PER_BLOCK) as usize * FragmentEntry::SIZE;
+        let entry = FragmentEntry::parse(&Meta::new(self, block, at)?.array()?);
+        self.data_block(entry.start, entry.size)
     }
 
     /// A data or fragment block, given its size word.
@@ -540,7 +532,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         if let Some(c) = self.cache.borrow().iter().find(|c| c.pos == pos) {
             return Ok((c.data.clone(), c.next));
         }
-        let header = le16(&self.read(pos, 2)?, 0);
+        let header = u16::from_le_bytes(self.read_array(pos)?);
         let len = header & !META_UNCOMPRESSED;
         if len == 0 || usize::from(len) > METADATA_SIZE {
             let expected = "1..=8192";
@@ -566,12 +558,12 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     /// A metadata stream at `reference` (block << 16 | offset) of the table at `table`.
     fn meta_at(&self, table: u64, reference: u64) -> Result<Meta<'_, 'a, B>, ReadError> {
-        let block = table.saturating_add(reference >> 16);
-        Meta::new(self, block, (reference & 0xffff) as usize)
+        let (block, at) = meta_ref_parts(reference);
+        Meta::new(self, table.saturating_add(block), at)
     }
 
     fn decompress(&self, pos: u64, raw: &[u8], max: usize) -> Result<Vec<u8>, ReadError> {
-        let c = self.sb.compressor;
+        let c = self.compressor;
         c.decompress(raw, max)
             .map_err(|reason| ReadError::Decompress {
                 pos: self.offset + pos,
@@ -600,6 +592,14 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
                 len,
                 source,
             })
+    }
+
+    /// `N` bytes at filesystem position `pos`, all below `bytes_used`.
+    fn read_array<const N: usize>(&self, pos: u64) -> Result<[u8; N], ReadError> {
+        let bytes = self.read(pos, N as u64)?;
+        let mut out = [0; N];
+        out.copy_from_slice(&bytes);
+        Ok(out)
     }
 
     fn corrupt(
@@ -633,38 +633,36 @@ fn inode_body<B: Blob + ?Sized>(
     };
     Ok(match kind {
         DIR => {
-            let (block, _nlink, size, offset) = (m.u32()?, m.u32()?, m.u16()?, m.u16()?);
-            m.u32()?; // parent
-            (listing(block, size.into(), offset), NO_XATTR)
+            let inode = DirInode::parse(&m.array()?);
+            let size = inode.size.into();
+            (listing(inode.block, size, inode.offset), NO_XATTR)
         }
         EXT_DIR => {
-            let (_nlink, size, block, _parent) = (m.u32()?, m.u32()?, m.u32()?, m.u32()?);
-            let (_index_count, offset, xattr) = (m.u16()?, m.u16()?, m.u32()?);
-            (listing(block, size, offset), xattr)
+            let inode = ExtDirInode::parse(&m.array()?);
+            (listing(inode.block, inode.size, inode.offset), inode.xattr)
         }
         FILE => {
-            let (start, fragment, fragment_offset, size) = (m.u32()?, m.u32()?, m.u32()?, m.u32()?);
-            let file = FileInode {
-                start: start.into(),
-                size: size.into(),
-                fragment,
-                fragment_offset,
+            let inode = FileInode::parse(&m.array()?);
+            let file = FileRef {
+                start: inode.start.into(),
+                size: inode.size.into(),
+                fragment: inode.fragment,
+                fragment_offset: inode.fragment_offset,
             };
             (Body::File(file), NO_XATTR)
         }
         EXT_FILE => {
-            let (start, size, _sparse, _nlink) = (m.u64()?, m.u64()?, m.u64()?, m.u32()?);
-            let (fragment, fragment_offset, xattr) = (m.u32()?, m.u32()?, m.u32()?);
-            let file = FileInode {
-                start,
-                size,
-                fragment,
-                fragment_offset,
+            let inode = ExtFileInode::parse(&m.array()?);
+            let file = FileRef {
+                start: inode.start,
+                size: inode.size,
+                fragment: inode.fragment,
+                fragment_offset: inode.fragment_offset,
             };
-            (Body::File(file), xattr)
+            (Body::File(file), inode.xattr)
         }
         EXT_SYMLINK => {
-            let (_nlink, len) = (m.u32()?, m.u32()?);
+            let len = SymlinkInode::parse(&m.array()?).target_size;
             if len > SYMLINK_MAX {
                 return Err(m.corrupt("symlink size", len.into(), "at most 4096"));
             }
@@ -674,11 +672,11 @@ fn inode_body<B: Blob + ?Sized>(
         // Symlinks, devices, fifos and sockets.
         SYMLINK..=EXTENDED => (Body::Other, NO_XATTR),
         EXT_BLOCK_DEV | EXT_CHAR_DEV => {
-            m.array::<8>()?; // nlink, rdev
+            m.array::<{ DevInode::SIZE }>()?;
             (Body::Other, m.u32()?)
         }
         EXT_FIFO | EXT_SOCKET => {
-            m.u32()?; // nlink
+            m.array::<{ IpcInode::SIZE }>()?;
             (Body::Other, m.u32()?)
         }
         _ => return Err(m.corrupt("inode type", kind.into(), "1..=14")),
@@ -741,10 +739,6 @@ impl<'r, 'a, B: Blob + ?Sized> Meta<'r, 'a, B> {
         Ok(out)
     }
 
-    fn u16(&mut self) -> Result<u16, ReadError> {
-        self.array().map(u16::from_le_bytes)
-    }
-
     fn u32(&mut self) -> Result<u32, ReadError> {
         self.array().map(u32::from_le_bytes)
     }
@@ -790,7 +784,7 @@ mod tests {
         squashfs::write(&tree, &file, 8192, &Options::default()).unwrap();
         let file = File::open(&image).unwrap();
         let r = Reader::open(&file, 8192).unwrap();
-        assert_eq!(r.sb.compressor, Compressor::Zstd);
+        assert_eq!(r.compressor, Compressor::Zstd);
         assert_matches(&r, &tree, "ours");
         assert_eq!(
             r.list("/usr//lib/./extension-release.d/").unwrap(),

@@ -7,6 +7,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use crate::format::blob::Blob;
+use crate::format::squashfs::layout::Superblock;
 use crate::format::squashfs::{self, Options, ReadError, Reader};
 use crate::tree::{Content, Kind, Meta, ScanOptions, Tree};
 
@@ -207,13 +208,13 @@ fn exercise(image: &[u8]) {
 /// or mostly its metadata tables, which sit at the end.
 pub fn fuzz(good: &[u8], rounds: usize, seed: u64) {
     let mut rng = Rng(seed);
-    let used = u64::from_le_bytes(good[40..48].try_into().unwrap());
-    let used = (used as usize).min(good.len());
+    let sb = Superblock::parse(good[..Superblock::SIZE].try_into().unwrap());
+    let used = (sb.bytes_used as usize).min(good.len());
     let tables = used.saturating_sub(4096);
     for _ in 0..rounds {
         let mut b = good.to_vec();
         match rng.next() % 4 {
-            0 => rng.mutate(&mut b[..96]),
+            0 => rng.mutate(&mut b[..Superblock::SIZE]),
             1 => rng.mutate(&mut b[..used]),
             _ => rng.mutate(&mut b[tables..used]),
         }
