@@ -10,28 +10,26 @@
 use crate::format::bytes::{components, push};
 use std::cell::RefCell;
 use std::io;
-use std::rc::Rc;
+
+mod meta;
 
 use super::layout::{
-    compression_name, meta_ref, meta_ref_parts, probe, DevInode, DirEntry, DirHeader, DirInode,
-    ExtDirInode, ExtFileInode, FileInode, FragmentEntry, InodeHeader, IpcInode, Superblock,
-    SymlinkInode, XattrEntry, XattrId, XattrTable, XattrValue, BLOCK_UNCOMPRESSED,
-    COMPRESSION_GZIP, COMPRESSION_ZSTD, DIR, DIR_RUN_MAX, DIR_SIZE_BIAS, EXTENDED, EXT_BLOCK_DEV,
-    EXT_CHAR_DEV, EXT_DIR, EXT_FIFO, EXT_FILE, EXT_SOCKET, EXT_SYMLINK, FILE, FRAGMENTS_PER_BLOCK,
-    METADATA_SIZE, META_UNCOMPRESSED, NAME_MAX, NO_FRAGMENT, NO_TABLE, NO_XATTR, SYMLINK,
+    meta_ref, meta_ref_parts, probe, DevInode, DirEntry, DirHeader, DirInode, ExtDirInode,
+    ExtFileInode, FileInode, FragmentEntry, InodeHeader, IpcInode, Superblock, SymlinkInode,
+    XattrEntry, XattrId, XattrTable, XattrValue, BLOCK_UNCOMPRESSED, DIR, DIR_RUN_MAX,
+    DIR_SIZE_BIAS, EXTENDED, EXT_BLOCK_DEV, EXT_CHAR_DEV, EXT_DIR, EXT_FIFO, EXT_FILE, EXT_SOCKET,
+    EXT_SYMLINK, FILE, FRAGMENTS_PER_BLOCK, NAME_MAX, NO_FRAGMENT, NO_TABLE, NO_XATTR, SYMLINK,
     XATTR_IDS_PER_BLOCK, XATTR_OOL, XATTR_PREFIXES,
 };
 use crate::format::blob::Blob;
+use meta::{CachedBlock, Compressor, Meta};
 
 const BLOCK_SIZES: std::ops::RangeInclusive<u32> = 4096..=1 << 20;
 /// Size bits of a data block's size word.
 const BLOCK_SIZE_MASK: u32 = BLOCK_UNCOMPRESSED - 1;
 const XATTR_NAME_MAX: u16 = 255;
-const XATTR_VALUE_MAX: u32 = 65536;
 /// Longest symlink target the kernel reads.
 const SYMLINK_MAX: u32 = 4096;
-/// Metadata blocks kept decompressed: every lookup walks the same directories again.
-const META_CACHE: usize = 16;
 /// Largest directory listing read, some 2 million entries.
 pub const DIR_MAX: u64 = 64 << 20;
 /// Largest set of xattrs read for one inode, in bytes as stored.
@@ -81,51 +79,6 @@ pub enum ReadError {
     TooBig { path: String, size: u64, max: u64 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compressor {
-    Gzip,
-    Zstd,
-}
-
-impl Compressor {
-    fn from_id(id: u16) -> Result<Compressor, ReadError> {
-        match id {
-            COMPRESSION_GZIP => Ok(Compressor::Gzip),
-            COMPRESSION_ZSTD => Ok(Compressor::Zstd),
-            _ => Err(ReadError::Compressor {
-                id,
-                name: compression_name(id),
-            }),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Compressor::Gzip => "gzip",
-            Compressor::Zstd => "zstd",
-        }
-    }
-
-    /// Decompresses one block into at most `max` bytes.
-    fn decompress(self, raw: &[u8], max: usize) -> Result<Vec<u8>, String> {
-        match self {
-            Compressor::Gzip => inflate(raw, max),
-            Compressor::Zstd => zstd::bulk::decompress(raw, max).map_err(|e| e.to_string()),
-        }
-    }
-}
-
-/// A zlib stream (what squashfs calls gzip) of at most `max` bytes.
-fn inflate(raw: &[u8], max: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(max + 1);
-    let mut z = flate2::Decompress::new(true);
-    match z.decompress_vec(raw, &mut out, flate2::FlushDecompress::Finish) {
-        Ok(flate2::Status::StreamEnd) if out.len() <= max => Ok(out),
-        Ok(_) => Err(format!("truncated, or larger than {max} bytes")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// A read-only view of a SquashFS filesystem at `offset` of a [`Blob`].
 pub struct Reader<'a, B: Blob + ?Sized> {
     blob: &'a B,
@@ -134,13 +87,6 @@ pub struct Reader<'a, B: Blob + ?Sized> {
     compressor: Compressor,
     /// Recently read metadata blocks.
     cache: RefCell<Vec<CachedBlock>>,
-}
-
-/// A metadata block: its position, uncompressed bytes and the next block's position.
-struct CachedBlock {
-    pos: u64,
-    data: Rc<[u8]>,
-    next: u64,
 }
 
 /// An inode: its basic type, xattr index and what lookups and reads need.
@@ -526,96 +472,6 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
             _ => Ok(raw),
         }
     }
-
-    /// The metadata block at `pos`: its uncompressed bytes and where the next block starts.
-    fn meta_block(&self, pos: u64) -> Result<(Rc<[u8]>, u64), ReadError> {
-        if let Some(c) = self.cache.borrow().iter().find(|c| c.pos == pos) {
-            return Ok((c.data.clone(), c.next));
-        }
-        let header = u16::from_le_bytes(self.read_array(pos)?);
-        let len = header & !META_UNCOMPRESSED;
-        if len == 0 || usize::from(len) > METADATA_SIZE {
-            let expected = "1..=8192";
-            return Err(self.corrupt(pos, "metadata block size", len.into(), expected));
-        }
-        let raw = self.read(pos + 2, len.into())?;
-        let data: Rc<[u8]> = match header & META_UNCOMPRESSED {
-            0 => self.decompress(pos + 2, &raw, METADATA_SIZE)?.into(),
-            _ => raw.into(),
-        };
-        let next = pos + 2 + u64::from(len);
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() == META_CACHE {
-            cache.remove(0);
-        }
-        cache.push(CachedBlock {
-            pos,
-            data: data.clone(),
-            next,
-        });
-        Ok((data, next))
-    }
-
-    /// A metadata stream at `reference` (block << 16 | offset) of the table at `table`.
-    fn meta_at(&self, table: u64, reference: u64) -> Result<Meta<'_, 'a, B>, ReadError> {
-        let (block, at) = meta_ref_parts(reference);
-        Meta::new(self, table.saturating_add(block), at)
-    }
-
-    fn decompress(&self, pos: u64, raw: &[u8], max: usize) -> Result<Vec<u8>, ReadError> {
-        let c = self.compressor;
-        c.decompress(raw, max)
-            .map_err(|reason| ReadError::Decompress {
-                pos: self.offset + pos,
-                compressor: c.name(),
-                reason,
-            })
-    }
-
-    /// `len` bytes at filesystem position `pos`, all below `bytes_used`.
-    fn read(&self, pos: u64, len: u64) -> Result<Vec<u8>, ReadError> {
-        let at = self.offset.saturating_add(pos);
-        if pos
-            .checked_add(len)
-            .is_none_or(|end| end > self.sb.bytes_used)
-        {
-            return Err(ReadError::PastEnd {
-                pos: at,
-                len,
-                end: self.offset + self.sb.bytes_used,
-            });
-        }
-        self.blob
-            .read_vec_at(at, len)
-            .map_err(|source| ReadError::Io {
-                pos: at,
-                len,
-                source,
-            })
-    }
-
-    /// `N` bytes at filesystem position `pos`, all below `bytes_used`.
-    fn read_array<const N: usize>(&self, pos: u64) -> Result<[u8; N], ReadError> {
-        let bytes = self.read(pos, N as u64)?;
-        let mut out = [0; N];
-        out.copy_from_slice(&bytes);
-        Ok(out)
-    }
-
-    fn corrupt(
-        &self,
-        pos: u64,
-        field: &'static str,
-        value: u64,
-        expected: &'static str,
-    ) -> ReadError {
-        ReadError::Corrupt {
-            pos: self.offset.saturating_add(pos),
-            field,
-            value,
-            expected,
-        }
-    }
 }
 
 /// The type-specific part of an inode of type `kind`, read from `m`, and its xattr index.
@@ -681,84 +537,6 @@ fn inode_body<B: Blob + ?Sized>(
         }
         _ => return Err(m.corrupt("inode type", kind.into(), "1..=14")),
     })
-}
-
-/// A stream of metadata bytes across consecutive metadata blocks.
-struct Meta<'r, 'a, B: Blob + ?Sized> {
-    reader: &'r Reader<'a, B>,
-    /// Filesystem position of the current block, for errors.
-    block: u64,
-    buf: Rc<[u8]>,
-    at: usize,
-    next: u64,
-}
-
-impl<'r, 'a, B: Blob + ?Sized> Meta<'r, 'a, B> {
-    /// The stream from `offset` of the uncompressed block at `block`.
-    fn new(reader: &'r Reader<'a, B>, block: u64, offset: usize) -> Result<Self, ReadError> {
-        let (buf, next) = reader.meta_block(block)?;
-        if offset > buf.len() {
-            let expected = "within the metadata block";
-            return Err(reader.corrupt(block, "metadata offset", offset as u64, expected));
-        }
-        Ok(Meta {
-            reader,
-            block,
-            buf,
-            at: offset,
-            next,
-        })
-    }
-
-    /// Fills `out` from the stream; every block read moves forward in the image, so this ends.
-    fn fill(&mut self, out: &mut [u8]) -> Result<(), ReadError> {
-        let mut done = 0;
-        while done < out.len() {
-            if self.at == self.buf.len() {
-                self.block = self.next;
-                (self.buf, self.next) = self.reader.meta_block(self.next)?;
-                self.at = 0;
-            }
-            let take = (out.len() - done).min(self.buf.len() - self.at);
-            out[done..done + take].copy_from_slice(&self.buf[self.at..self.at + take]);
-            (done, self.at) = (done + take, self.at + take);
-        }
-        Ok(())
-    }
-
-    /// The next `n` bytes (`n` is bounded by the caller).
-    fn bytes(&mut self, n: usize) -> Result<Vec<u8>, ReadError> {
-        let mut out = vec![0; n];
-        self.fill(&mut out)?;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
-        let mut out = [0; N];
-        self.fill(&mut out)?;
-        Ok(out)
-    }
-
-    fn u32(&mut self) -> Result<u32, ReadError> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, ReadError> {
-        self.array().map(u64::from_le_bytes)
-    }
-
-    /// A 4-byte size, then that many bytes (an xattr value).
-    fn sized_value(&mut self) -> Result<Vec<u8>, ReadError> {
-        let len = self.u32()?;
-        if len > XATTR_VALUE_MAX {
-            return Err(self.corrupt("xattr value size", len.into(), "at most 65536"));
-        }
-        self.bytes(len as usize)
-    }
-
-    fn corrupt(&self, field: &'static str, value: u64, expected: &'static str) -> ReadError {
-        self.reader.corrupt(self.block, field, value, expected)
-    }
 }
 
 fn expect_dir(inode: Inode, path: &str) -> Result<Listing, ReadError> {
