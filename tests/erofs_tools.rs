@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use initrd_sysext::format::blob::Blob;
 use initrd_sysext::format::erofs::{self, Options, ReadError, Reader};
 use initrd_sysext::tree::{Kind, ScanOptions, Tree};
+use test_support::{is_root, require_tool};
 
 const EPOCH: i64 = 1_700_000_000;
 
@@ -20,31 +21,6 @@ fn opts() -> Options {
         uuid: [7; 16],
         build_time: EPOCH,
     }
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// True if `tool` is installed. Without it, fails under `CI`, else prints that `check` is
-/// skipped.
-fn required(tool: &str, check: &str) -> bool {
-    if have(tool) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{tool} not found, and CI is set: {check} cannot be skipped"
-    );
-    eprintln!("{tool} not found: skipping {check}");
-    false
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -200,7 +176,7 @@ impl Drop for Mounted {
 }
 
 fn check_fsck(image: &Path, extract: &Path, src: &Tree) {
-    if !required("fsck.erofs", "the fsck check") {
+    if !require_tool("fsck.erofs") {
         return;
     }
     let out = Command::new("fsck.erofs")
@@ -221,7 +197,7 @@ fn check_mounted(image: &Path, mnt: &Path, src: &Tree) {
     }
     if !["mount", "unshare", "getfattr"]
         .into_iter()
-        .all(|tool| required(tool, "the mount check"))
+        .all(require_tool)
     {
         return;
     }
@@ -358,7 +334,7 @@ fn mkfs(src: &Path, image: &Path, args: &[&str]) {
 
 #[test]
 fn reads_mkfs_erofs_images() {
-    if !required("mkfs.erofs", "reading mkfs.erofs images") {
+    if !require_tool("mkfs.erofs") {
         return;
     }
     let (tmp, tree) = source();
@@ -381,7 +357,7 @@ fn reads_mkfs_erofs_images() {
 
 #[test]
 fn compressed_files_are_refused_but_directories_read() {
-    if !required("mkfs.erofs", "reading mkfs.erofs images") {
+    if !require_tool("mkfs.erofs") {
         return;
     }
     let (tmp, tree) = source();

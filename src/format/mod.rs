@@ -10,7 +10,6 @@ pub mod kmod;
 pub mod release;
 pub mod signature;
 pub mod squashfs;
-pub mod squashfs_read;
 pub mod unit;
 pub mod uuid;
 pub mod verity;

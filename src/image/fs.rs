@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::format::blob::Blob;
 use crate::format::release::{self, Candidate, SelectError};
-use crate::format::{erofs, squashfs_read, unit};
+use crate::format::{erofs, squashfs, unit};
 
 /// Largest extension-release file read.
 pub const RELEASE_MAX: u64 = 64 << 10;
@@ -156,7 +156,7 @@ macro_rules! image_fs {
     };
 }
 image_fs!(erofs);
-image_fs!(squashfs_read);
+image_fs!(squashfs);
 
 #[cfg(test)]
 mod tests {

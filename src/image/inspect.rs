@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::format::gpt::{self, Designator};
 use crate::format::release::{self, Release};
-use crate::format::{erofs, signature, squashfs_read};
+use crate::format::{erofs, signature, squashfs};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs::{self, ReadFs};
 
@@ -134,7 +134,7 @@ fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String>
             find_release(&fs, dir, name)
         }
         FsType::Squashfs => {
-            let fs = squashfs_read::Reader::open(&file, at).map_err(|e| e.to_string())?;
+            let fs = squashfs::Reader::open(&file, at).map_err(|e| e.to_string())?;
             find_release(&fs, dir, name)
         }
         other => Err(format!("cannot read {} filesystems", other.name())),
@@ -323,7 +323,7 @@ mod tests {
         check(&erofs::Reader::open(&image, 4096).unwrap());
         let image = tempfile::tempfile().unwrap();
         squashfs::write(&tree, &image, 0, &squashfs::Options::default()).unwrap();
-        check(&squashfs_read::Reader::open(&image, 0).unwrap());
+        check(&squashfs::Reader::open(&image, 0).unwrap());
     }
 
     #[test]
