@@ -476,6 +476,7 @@ fn requires(d: usize, flags: u16, problem: &str) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::Rng;
     use Protection::{Signed, Unprotected, Verity};
 
     fn parse(s: &str) -> Policy {
@@ -821,18 +822,6 @@ mod tests {
         );
     }
 
-    /// A deterministic xorshift generator, so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
-
     /// One random edit: a byte removed, replaced or inserted, or (mostly) a whole rule or flag
     /// inserted before a separator, which tends to keep the input valid.
     fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
@@ -893,7 +882,7 @@ mod tests {
             "root-verity=absent:home=unused:=open",
             "*",
         ];
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let (mut parsed, mut refused) = (0, 0);
         for i in 0..20_000 {
             let mut input = seeds[i % seeds.len()].as_bytes().to_vec();

@@ -10,43 +10,28 @@ use crate::format::blob::Blob;
 use crate::format::squashfs::layout::Superblock;
 use crate::format::squashfs::{self, Options, ReadError, Reader};
 use crate::tree::{Content, Kind, Meta, ScanOptions, Tree};
+use test_support::Rng;
 
 /// The writer's data block size.
 pub const BLOCK: usize = 128 * 1024;
 pub const RELEASE: &str = "usr/lib/extension-release.d/extension-release.foo";
 
-/// Deterministic xorshift64 numbers, for noise and mutations.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Changes 1 to 4 bytes of `b`.
-    pub fn mutate(&mut self, b: &mut [u8]) {
-        for _ in 0..1 + self.next() % 4 {
-            let at = (self.next() % b.len() as u64) as usize;
-            b[at] = match self.next() % 3 {
-                0 => self.next() as u8,
-                1 => b[at] ^ (1 << (self.next() % 8)),
-                _ => [0, 0xff, 0x80, 0x7f][(self.next() % 4) as usize],
-            };
-        }
+/// Changes 1 to 4 bytes of `b`.
+fn mutate(rng: &mut Rng, b: &mut [u8]) {
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(b.len());
+        b[at] = match rng.below(3) {
+            0 => rng.next_u64() as u8,
+            1 => b[at] ^ (1 << rng.below(8)),
+            _ => [0, 0xff, 0x80, 0x7f][rng.below(4)],
+        };
     }
 }
 
 /// Deterministic incompressible bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng(seed | 1);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    Rng::new(seed).fill(&mut out);
     out
 }
 
@@ -207,16 +192,16 @@ fn exercise(image: &[u8]) {
 /// Mutates `good` (an image of [`small_source`]) `rounds` times: its superblock, anywhere,
 /// or mostly its metadata tables, which sit at the end.
 pub fn fuzz(good: &[u8], rounds: usize, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let sb = Superblock::parse(good[..Superblock::SIZE].try_into().unwrap());
     let used = (sb.bytes_used as usize).min(good.len());
     let tables = used.saturating_sub(4096);
     for _ in 0..rounds {
         let mut b = good.to_vec();
-        match rng.next() % 4 {
-            0 => rng.mutate(&mut b[..Superblock::SIZE]),
-            1 => rng.mutate(&mut b[..used]),
-            _ => rng.mutate(&mut b[tables..used]),
+        match rng.below(4) {
+            0 => mutate(&mut rng, &mut b[..Superblock::SIZE]),
+            1 => mutate(&mut rng, &mut b[..used]),
+            _ => mutate(&mut rng, &mut b[tables..used]),
         }
         exercise(&b);
     }
