@@ -77,7 +77,9 @@ pub struct Context {
     pub noexec: bool,
 }
 
-/// An activated extension: where its hierarchies are, and what to undo.
+/// An activated extension: where its hierarchies are. Dropping it undoes what it set up: the
+/// staging mount is detached lazily (an overlay using it keeps it alive) and the dm device
+/// removed when its last user goes.
 #[derive(Debug)]
 pub struct Activated {
     pub name: String,
@@ -88,9 +90,22 @@ pub struct Activated {
     pub usr_only: bool,
     pub protection: Protection,
     pub signer: Option<String>,
-    /// The staging mount, if we mounted something.
-    pub mount: Option<PathBuf>,
-    pub dm_name: Option<String>,
+    /// The staging mount, if we mounted something (dropped before the device below it).
+    _staging: Option<Staging>,
+    _dm: Option<dm::DmDevice>,
+}
+
+/// A read-only staging mount of an image, lazily detached and its directory removed on drop.
+#[derive(Debug)]
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = unmount(&self.0, UnmountFlags::DETACH) {
+            debug!("detaching {}: {e}", self.0.display());
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 impl Activated {
@@ -102,22 +117,6 @@ impl Activated {
             false => self.top.join(hierarchy),
         };
         dir.is_dir().then_some(dir)
-    }
-
-    /// Detaches the staging mount (lazily: an overlay using it keeps it alive) and schedules
-    /// the dm device for removal when its last user goes.
-    pub fn release(&self) {
-        if let Some(m) = &self.mount {
-            if let Err(e) = unmount(m, UnmountFlags::DETACH) {
-                debug!("detaching {}: {e}", m.display());
-            }
-            let _ = std::fs::remove_dir(m);
-        }
-        if let Some(name) = &self.dm_name {
-            if let Err(e) = dm::remove(name) {
-                debug!("removing dm device {name}: {e}");
-            }
-        }
     }
 }
 
@@ -132,18 +131,13 @@ pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError
             usr_only: false,
             protection: Protection::Unprotected,
             signer: None,
-            mount: None,
-            dm_name: None,
+            _staging: None,
+            _dm: None,
         },
         _ => activate_image(ctx, found)?,
     };
-    match check_release(ctx, &activated) {
-        Ok(()) => Ok(activated),
-        Err(e) => {
-            activated.release();
-            Err(e)
-        }
-    }
+    check_release(ctx, &activated)?;
+    Ok(activated)
 }
 
 /// The policy for an entry: the explicit one, or systemd's default (strict under /.extra).
@@ -192,21 +186,15 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
     })?;
     let data = loopdev::attach(&file, d.data.offset, d.data.size)?;
     debug!("{}: data on {}", found.name, data.path().display());
-    let (dev, dm_name, signer) = match level {
+    let (dev, dm, signer) = match level {
         Protection::Unprotected => (data.path().to_owned(), None, None),
         _ => {
             let (dm_dev, signer) = verity(ctx, found, &d, &file, &data, level)?;
-            (dm_dev.path(), Some(dm_dev.name().to_owned()), signer)
+            (dm_dev.path(), Some(dm_dev), signer)
         }
     };
     let target = ctx.staging.join("images").join(&found.name);
-    let undo = |e: ActivateError| {
-        if let Some(n) = &dm_name {
-            let _ = dm::remove(n);
-        }
-        e
-    };
-    mount_ro(&dev, &target, d.fs).map_err(undo)?;
+    mount_ro(&dev, &target, d.fs)?;
     drop(data); // autoclear: the loop device goes when the mount (or dm) lets go of it
     info!(
         "{}: {} {} image, {:?}{}",
@@ -227,8 +215,8 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         usr_only: designator == Designator::Usr,
         protection: level,
         signer,
-        mount: Some(target),
-        dm_name,
+        _staging: Some(Staging(target)),
+        _dm: dm,
     })
 }
 
@@ -286,10 +274,7 @@ fn verity(
         _ => (dm::create_verity(&name, &table)?, None),
     };
     debug!("{}: dm-verity table loaded", found.name);
-    if let Err(e) = first_block(&dev.path()) {
-        let _ = dm::remove(&name);
-        return Err(e);
-    }
+    first_block(&dev.path())?;
     Ok((dev, signer))
 }
 
@@ -312,10 +297,10 @@ fn signed(
     root_hash: &str,
 ) -> Result<(dm::DmDevice, Option<String>), ActivateError> {
     let desc = format!("initrd-sysext:{root_hash}");
-    let key = keyring::add_user_key(&desc, pkcs7, Keyring::Thread)?;
+    let key = keyring::Scoped(keyring::add_user_key(&desc, pkcs7, Keyring::Thread)?);
     table.sig_key_desc = Some(desc);
     let loaded = dm::create_verity(name, &table);
-    let _ = keyring::remove(key, Keyring::Thread);
+    drop(key);
     match loaded {
         Ok(dev) => Ok((dev, Some("kernel keyring".into()))),
         Err(e) if kernel_lacks_signatures(&e) && ctx.userspace_verity => {

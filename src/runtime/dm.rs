@@ -186,8 +186,19 @@ impl DmDevice {
     }
 }
 
+/// A device goes when its handle does: removed at once, or by the kernel at its last close
+/// while a mount still uses it (deferred removal).
+impl Drop for DmDevice {
+    fn drop(&mut self) {
+        if let Err(e) = remove(&self.name) {
+            log::debug!("removing dm device {}: {e}", self.name);
+        }
+    }
+}
+
 /// Creates `name` (uuid `INITRD-SYSEXT-<name>`), loads one read-only `verity` target and
-/// resumes it; on failure after the create, removes the device again. The error keeps the
+/// resumes it; on failure after the create, the device is removed again. Dropping the returned
+/// handle removes the device (deferred while in use). The error keeps the
 /// kernel's errno: ENOKEY (signer not trusted), EKEYREJECTED (signature over another hash)…
 pub fn create_verity(name: &str, table: &VerityTable) -> Result<DmDevice, DmError> {
     check_name(name)?;
@@ -203,15 +214,9 @@ pub fn create_verity(name: &str, table: &VerityTable) -> Result<DmDevice, DmErro
         uuid,
         devnum: create.dev(),
     };
-    match activate(&control, &device, table) {
-        Ok(()) => Ok(device),
-        Err(err) => {
-            if let Err(cleanup) = remove_with(&control, name) {
-                log::warn!("cleaning up after a failed activation: {cleanup}");
-            }
-            Err(err)
-        }
-    }
+    // On failure the device is dropped, which removes it again.
+    activate(&control, &device, table)?;
+    Ok(device)
 }
 
 fn activate(control: &OwnedFd, device: &DmDevice, table: &VerityTable) -> Result<(), DmError> {
@@ -232,7 +237,7 @@ fn activate(control: &OwnedFd, device: &DmDevice, table: &VerityTable) -> Result
 
 /// Removes the device `name`; if it is busy, schedules a deferred removal (done by the
 /// kernel at its last close).
-pub fn remove(name: &str) -> Result<(), DmError> {
+fn remove(name: &str) -> Result<(), DmError> {
     check_name(name)?;
     remove_with(&open_control()?, name)
 }

@@ -95,6 +95,17 @@ pub fn remove(key: Key, ring: Keyring) -> Result<(), KeyError> {
     }
 }
 
+/// A key in the thread keyring for as long as this lives (removed on drop).
+pub struct Scoped(pub Key);
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        if let Err(e) = remove(self.0, Keyring::Thread) {
+            log::debug!("{e}");
+        }
+    }
+}
+
 /// Finds a keyring visible to us by description (".secondary_trusted_keys",
 /// ".builtin_trusted_keys") in /proc/keys.
 pub fn find_keyring(description: &str) -> Result<Option<i32>, KeyError> {

@@ -84,12 +84,9 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
             Err(e) => refuse(&mut report, f, e),
         }
     }
-    let result = overlay_all(ctx, &hiers, &active, &mut report);
-    // The overlays hold what they use; staging mounts and dm devices go with their last user.
-    for a in &active {
-        a.release();
-    }
-    result?;
+    // The overlays hold what they use: dropping `active` lets the staging mounts and dm
+    // devices go with their last user, whatever the outcome.
+    overlay_all(ctx, &hiers, &active, &mut report)?;
     report.merged = active
         .iter()
         .map(|a| (a.name.clone(), a.kind.name(), a.path.clone()))
