@@ -655,7 +655,24 @@ fn sysext_image(image: &Image, force: bool) -> Result<(), ProjectError> {
         .file_stem()
         .unwrap_or_default()
         .to_string_lossy();
-    let mut spec = Spec::new(first.0.clone(), stem.into_owned(), image.output.clone());
+    let flags = Flags {
+        fs: image.fs,
+        verity: image.verity,
+        ..Flags::default()
+    };
+    let definitions = (image.format == Format::Disk).then(|| image.dir.join("mkosi.repart"));
+    let layout = repart::layout(flags, definitions.as_deref(), image.signing.is_some()).map_err(
+        |source| ProjectError::Repart {
+            image: image.name.clone(),
+            source,
+        },
+    )?;
+    let mut spec = Spec::new(
+        first.0.clone(),
+        stem.into_owned(),
+        image.output.clone(),
+        layout,
+    );
     spec.extra_trees = rest.to_vec();
     spec.base = image.base.clone();
     spec.version = image.version.clone();
@@ -664,18 +681,6 @@ fn sysext_image(image: &Image, force: bool) -> Result<(), ProjectError> {
     spec.signing = image.signing.clone();
     spec.force = force;
     spec.source_date_epoch = image.source_date_epoch;
-    let flags = Flags {
-        fs: image.fs,
-        verity: image.verity,
-        ..Flags::default()
-    };
-    let definitions = (image.format == Format::Disk).then(|| image.dir.join("mkosi.repart"));
-    repart::layout(&mut spec, flags, definitions.as_deref()).map_err(|source| {
-        ProjectError::Repart {
-            image: image.name.clone(),
-            source,
-        }
-    })?;
     let r = sysext::build(&spec).map_err(|source| ProjectError::Sysext {
         image: image.name.clone(),
         source,

@@ -6,32 +6,38 @@ use std::path::{Path, PathBuf};
 
 use log::{debug, warn};
 
-use crate::build::sysext::{FsKind, Hierarchies, Overrides, PartitionOverride, Spec, VerityMode};
+use crate::build::sysext::{FsKind, Hierarchies, Layout, Overrides, PartitionOverride, VerityMode};
 use crate::format::gpt::{self, Arch, Designator, Role};
 use crate::format::unit::{self, Entry};
 use crate::format::uuid::Uuid;
 
 /// Filesystem, partition, architecture and verity from the flags and, with `--definitions`,
 /// the repart files (with which a given flag must agree); their hierarchies, labels and flags.
-pub fn layout(s: &mut Spec, flags: Flags, definitions: Option<&Path>) -> Result<(), RepartError> {
-    let flags = match definitions {
+/// `signing`: a key is given (the default is then a signed image, else an unsigned verity one).
+pub fn layout(
+    flags: Flags,
+    definitions: Option<&Path>,
+    signing: bool,
+) -> Result<Layout, RepartError> {
+    let (flags, hierarchies, partitions) = match definitions {
         Some(dir) => {
             let defs = Definitions::load(dir)?;
-            s.hierarchies = defs.hierarchies;
-            s.partitions = defs.partitions.clone();
-            defs.merge(flags, s.signing.is_some())?
+            let flags = defs.merge(flags, signing)?;
+            (flags, defs.hierarchies, defs.partitions)
         }
-        None => flags,
+        None => (flags, Hierarchies::ALL, Overrides::default()),
     };
-    s.fs = flags.fs.unwrap_or(FsKind::Erofs);
-    s.designator = flags.partition.unwrap_or(Designator::Root);
-    s.arch = flags.arch.unwrap_or_else(Arch::host);
-    // Without a key the default is an unsigned verity image.
-    s.verity = flags.verity.unwrap_or(match s.signing {
-        Some(_) => VerityMode::Signed,
-        None => VerityMode::Hash,
-    });
-    Ok(())
+    Ok(Layout {
+        fs: flags.fs.unwrap_or(FsKind::Erofs),
+        designator: flags.partition.unwrap_or(Designator::Root),
+        arch: flags.arch.unwrap_or_else(Arch::host),
+        verity: flags.verity.unwrap_or(match signing {
+            true => VerityMode::Signed,
+            false => VerityMode::Hash,
+        }),
+        hierarchies,
+        partitions,
+    })
 }
 
 /// A line of a definitions file, shown as `file:line`.

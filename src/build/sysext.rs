@@ -151,6 +151,19 @@ pub enum Identity {
     OsRelease(PathBuf),
 }
 
+/// How an image is laid out (`repart::layout` decides it from flags and definitions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub arch: Arch,
+    pub fs: FsKind,
+    pub designator: Designator,
+    pub verity: VerityMode,
+    /// Which of `usr/` and `opt/` the image carries (repart `CopyFiles=`).
+    pub hierarchies: Hierarchies,
+    /// GPT labels and flags other than the defaults (read-only, `root-x86-64…`).
+    pub partitions: Overrides,
+}
+
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub tree: PathBuf,
@@ -178,9 +191,17 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// `build sysext`'s defaults: an `initrd`-scope erofs root image of `usr/` and `opt/`,
-    /// identity derived from the trees, signed verity (layout flags may change it).
-    pub fn new(tree: PathBuf, name: String, output: PathBuf) -> Spec {
+    /// `build sysext`'s defaults around a layout: an `initrd`-scope image, identity derived
+    /// from the trees, unsigned.
+    pub fn new(tree: PathBuf, name: String, output: PathBuf, layout: Layout) -> Spec {
+        let Layout {
+            arch,
+            fs,
+            designator,
+            verity,
+            hierarchies,
+            partitions,
+        } = layout;
         Spec {
             tree,
             extra_trees: Vec::new(),
@@ -189,12 +210,12 @@ impl Spec {
             version: None,
             scope: "initrd".into(),
             identity: Identity::Derived,
-            arch: Arch::host(),
-            fs: FsKind::Erofs,
-            designator: Designator::Root,
-            verity: VerityMode::Signed,
-            hierarchies: Hierarchies::ALL,
-            partitions: Default::default(),
+            arch,
+            fs,
+            designator,
+            verity,
+            hierarchies,
+            partitions,
             signing: None,
             seed: None,
             split: false,

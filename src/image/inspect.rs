@@ -1,6 +1,6 @@
 //! `inspect`: what an extension image holds — partitions, filesystem, verity parameters,
 //! root hash, signature and extension-release file (read without mounting) — or what an
-//! initrd's cpio members hold, as text or JSON.
+//! initrd's cpio members hold, as JSON (the CLI renders the text form).
 
 use std::fs::File;
 use std::path::Path;
@@ -149,71 +149,6 @@ fn find_release<R: ReadFs>(fs: &R, dir: &str, name: &str) -> Result<(String, Rel
 }
 
 /// Renders the JSON description as aligned text.
-pub fn render_text(v: &Value) -> String {
-    let mut out = String::new();
-    let s = |k: &str| match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    for k in [
-        "path",
-        "kind",
-        "designator",
-        "architecture",
-        "filesystem",
-        "root_hash",
-    ] {
-        out += &format!("{:<14}{}\n", format!("{k}:"), s(k));
-    }
-    if let Value::Array(parts) = &v["partitions"] {
-        out += "partitions:\n";
-        for p in parts {
-            out += &format!(
-                "  {:>2} {:<24} {} offset {} size {} {}\n",
-                p["number"],
-                p["type"].as_str().unwrap_or(""),
-                p["uuid"].as_str().unwrap_or(""),
-                p["offset"],
-                p["size"],
-                p["flags"]
-            );
-        }
-    }
-    if let Value::Object(ver) = &v["verity"] {
-        out += &format!(
-            "verity:       {} {} blocks of {} (hash blocks {}), salt {}\n",
-            ver["algorithm"].as_str().unwrap_or(""),
-            ver["data_blocks"],
-            ver["data_block_size"],
-            ver["hash_block_size"],
-            ver["salt"].as_str().unwrap_or("")
-        );
-    }
-    let sig = &v["signature"];
-    out += &format!("signature:    {}", sig["status"].as_str().unwrap_or("-"));
-    if let Some(fp) = sig["certificate_fingerprint"].as_str() {
-        out += &format!(", certificate {fp}");
-    }
-    if let Some(subject) = sig["signer"]["subject"].as_str() {
-        out += &format!(", signer {subject}");
-    }
-    out += &format!("\nscope:        {}\n", s("scope"));
-    out + &render_release(&v["extension_release"])
-}
-
-/// The extension-release file's path, then one `KEY=VALUE` line per field; or the error.
-fn render_release(r: &Value) -> String {
-    if let Some(error) = r["error"].as_str() {
-        return format!("release:      error: {error}\n");
-    }
-    let mut out = format!("release:      {}\n", r["file"].as_str().unwrap_or("-"));
-    for (k, v) in r["fields"].as_object().into_iter().flatten() {
-        out += &format!("  {k}={}\n", v.as_str().unwrap_or(""));
-    }
-    out
-}
-
 /// True if the file starts like a cpio archive, plain or zstd/gzip-compressed.
 pub fn is_cpio(path: &Path) -> std::io::Result<bool> {
     use std::io::Read;
@@ -243,28 +178,6 @@ pub fn cpio_entries(path: &Path) -> Result<Value, String> {
         }));
     }
     Ok(Value::Array(out))
-}
-
-/// `ls -l`-like lines for the entries.
-pub fn render_cpio(entries: &Value) -> String {
-    let mut out = String::new();
-    for e in entries.as_array().into_iter().flatten() {
-        let target = e["target"]
-            .as_str()
-            .map(|t| format!(" -> {t}"))
-            .unwrap_or_default();
-        out += &format!(
-            "{} {:>7} {}/{} {:>10} {}{}\n",
-            e["member"],
-            e["mode"].as_str().unwrap_or(""),
-            e["uid"],
-            e["gid"],
-            e["size"],
-            e["name"].as_str().unwrap_or(""),
-            target
-        );
-    }
-    out
 }
 
 #[cfg(test)]
@@ -324,22 +237,5 @@ mod tests {
         let image = tempfile::tempfile().unwrap();
         squashfs::write(&tree, &image, 0, &squashfs::Options::default()).unwrap();
         check(&squashfs::Reader::open(&image, 0).unwrap());
-    }
-
-    #[test]
-    fn text_shows_scope_and_release_fields() {
-        let mut v = json!({
-            "signature": { "status": "absent" },
-            "scope": "initrd",
-            "extension_release": { "file": "x/extension-release.a", "fields": { "ID": "a" } },
-        });
-        let text = render_text(&v);
-        assert!(text.contains("\nscope:        initrd\n"), "{text}");
-        assert!(
-            text.ends_with("release:      x/extension-release.a\n  ID=a\n"),
-            "{text}"
-        );
-        v["extension_release"] = json!({ "error": "boom" });
-        assert!(render_text(&v).ends_with("release:      error: boom\n"));
     }
 }
