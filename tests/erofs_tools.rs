@@ -2,6 +2,7 @@
 //! kernel (loop-mounted in a private mount namespace, as root), mkfs.erofs images through our
 //! reader. A missing tool skips its check, or fails the test when `CI` is set.
 
+use initrd_sysext::format::lookup::PathError;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
@@ -303,13 +304,22 @@ fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree) {
                     })
                     .collect();
                 assert_eq!(r.list(&path).unwrap(), want, "{path:?}");
-                assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}");
+                assert!(
+                    matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
+                    "{path:?}"
+                );
             }
             Kind::File { content, .. } => {
                 assert!(read.unwrap() == content.read().unwrap(), "{path:?}");
             }
-            Kind::Symlink(_) => assert!(matches!(read, Err(ReadError::Symlink { .. }))),
-            _ => assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}"),
+            Kind::Symlink(_) => assert!(matches!(
+                read,
+                Err(ReadError::Path(PathError::Symlink { .. }))
+            )),
+            _ => assert!(
+                matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
+                "{path:?}"
+            ),
         }
         for (name, value) in &node.meta.xattrs {
             let name = std::str::from_utf8(name).unwrap();

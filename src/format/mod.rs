@@ -7,6 +7,7 @@ pub mod erofs;
 pub mod gpt;
 pub mod hex;
 pub mod kmod;
+pub mod lookup;
 pub mod release;
 pub mod signature;
 pub mod squashfs;

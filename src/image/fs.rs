@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::format::blob::Blob;
+use crate::format::lookup::PathError;
 use crate::format::release::{self, Candidate, SelectError};
 use crate::format::{erofs, squashfs, unit};
 
@@ -144,7 +145,7 @@ macro_rules! image_fs {
             fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, Self::Error> {
                 match $module::Reader::read_file(self, path, max) {
                     Ok(bytes) => Ok(Some(bytes)),
-                    Err($module::ReadError::NotFound { .. }) => Ok(None),
+                    Err($module::ReadError::Path(PathError::NotFound { .. })) => Ok(None),
                     Err(e) => Err(e),
                 }
             }

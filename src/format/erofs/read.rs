@@ -16,7 +16,8 @@ use super::layout::{
     NULL_ADDR, SB_LEN, SB_OFFSET, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, XATTR_HEADER_LEN,
 };
 use crate::format::blob::Blob;
-use crate::format::bytes::{components, le32, push};
+use crate::format::bytes::le32;
+use crate::format::lookup::{check_size, not_a_dir, not_a_file, walk, Kind, PathError};
 
 /// Largest directory read, some 2 million entries.
 pub const DIR_MAX: u64 = 64 << 20;
@@ -48,18 +49,8 @@ pub enum ReadError {
     },
     #[error("{path:?}: compressed files are not supported")]
     Compressed { path: String },
-    #[error("{path:?}: '..' is not allowed in paths")]
-    BadPath { path: String },
-    #[error("{path:?}: no such file or directory")]
-    NotFound { path: String },
-    #[error("{path:?}: not a directory")]
-    NotADirectory { path: String },
-    #[error("{path:?}: is a symbolic link, which is not followed")]
-    Symlink { path: String },
-    #[error("{path:?}: not a regular file")]
-    NotAFile { path: String },
-    #[error("{path:?}: {size} bytes, over the limit of {max}")]
-    TooBig { path: String, size: u64, max: u64 },
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 /// A read-only view of an EROFS filesystem at `offset` of a [`Blob`].
@@ -140,17 +131,9 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     /// Reads a regular file of at most `max` bytes; a symlink is not followed.
     pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
         let ino = self.lookup(path)?;
-        match ino.ino.mode & S_IFMT {
-            S_IFREG => {}
-            S_IFLNK => return Err(ReadError::Symlink { path: path.into() }),
-            _ => return Err(ReadError::NotAFile { path: path.into() }),
-        }
-        if ino.ino.size > max {
-            return Err(ReadError::TooBig {
-                path: path.into(),
-                size: ino.ino.size,
-                max,
-            });
+        match kind(&ino) {
+            Kind::File => check_size(ino.ino.size, max, path)?,
+            other => return Err(not_a_file(other, path).into()),
         }
         self.data(&ino, path)
     }
@@ -190,22 +173,15 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     /// The inode at the end of `path`, following no symlink.
     fn lookup(&self, path: &str) -> Result<Located, ReadError> {
-        let mut ino = self.inode(self.root_nid)?;
-        let mut walked = String::new();
-        for name in components(path).ok_or_else(|| ReadError::BadPath { path: path.into() })? {
-            expect_dir(&ino, &walked)?;
-            let data = self.dir_data(&ino, &walked)?;
-            let entries = self.entries(&data, &walked)?;
-            push(&mut walked, name);
-            let entry = entries
-                .into_iter()
-                .find(|e| e.name == name.as_bytes())
-                .ok_or_else(|| ReadError::NotFound {
-                    path: walked.clone(),
-                })?;
-            ino = self.inode(entry.nid)?;
-        }
-        Ok(ino)
+        walk(path, self.inode(self.root_nid)?, |dir, parent, name| {
+            expect_dir(&dir, parent)?;
+            let data = self.dir_data(&dir, parent)?;
+            let entries = self.entries(&data, parent)?;
+            match entries.into_iter().find(|e| e.name == name.as_bytes()) {
+                Some(e) => Ok(Some(self.inode(e.nid)?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn inode(&self, nid: u64) -> Result<Located, ReadError> {
@@ -278,13 +254,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     /// A directory's data, refused over [`DIR_MAX`] bytes.
     fn dir_data(&self, ino: &Located, path: &str) -> Result<Vec<u8>, ReadError> {
-        if ino.ino.size > DIR_MAX {
-            return Err(ReadError::TooBig {
-                path: path.into(),
-                size: ino.ino.size,
-                max: DIR_MAX,
-            });
-        }
+        check_size(ino.ino.size, DIR_MAX, path)?;
         self.data(ino, path)
     }
 
@@ -370,11 +340,20 @@ fn is_named(entry: &XattrEntry, name: &str) -> bool {
         .is_some_and(|rest| rest.as_bytes() == entry.name)
 }
 
-fn expect_dir(ino: &Located, path: &str) -> Result<(), ReadError> {
+/// A walk goes on only through directories.
+fn expect_dir(ino: &Located, path: &str) -> Result<(), PathError> {
+    match kind(ino) {
+        Kind::Dir => Ok(()),
+        other => Err(not_a_dir(other, path)),
+    }
+}
+
+fn kind(ino: &Located) -> Kind {
     match ino.ino.mode & S_IFMT {
-        S_IFDIR => Ok(()),
-        S_IFLNK => Err(ReadError::Symlink { path: path.into() }),
-        _ => Err(ReadError::NotADirectory { path: path.into() }),
+        S_IFDIR => Kind::Dir,
+        S_IFREG => Kind::File,
+        S_IFLNK => Kind::Symlink,
+        _ => Kind::Other,
     }
 }
 
@@ -450,13 +429,22 @@ mod tests {
                         })
                         .collect();
                     assert_eq!(r.list(&path).unwrap(), want, "{path:?}");
-                    assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}");
+                    assert!(
+                        matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
+                        "{path:?}"
+                    );
                 }
                 Kind::File { content, .. } => {
                     assert!(read.unwrap() == content.read().unwrap(), "{path:?}");
                 }
-                Kind::Symlink(_) => assert!(matches!(read, Err(ReadError::Symlink { .. }))),
-                _ => assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}"),
+                Kind::Symlink(_) => assert!(matches!(
+                    read,
+                    Err(ReadError::Path(PathError::Symlink { .. }))
+                )),
+                _ => assert!(
+                    matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
+                    "{path:?}"
+                ),
             }
             for (name, value) in &node.meta.xattrs {
                 let name = std::str::from_utf8(name).unwrap();
@@ -501,40 +489,40 @@ mod tests {
         let err = |res: Result<Vec<u8>, ReadError>| res.unwrap_err();
         assert!(matches!(
             err(r.read_file("usr/missing", 10)),
-            ReadError::NotFound { path } if path == "usr/missing"
+            ReadError::Path(PathError::NotFound { path }) if path == "usr/missing"
         ));
         assert!(matches!(
             err(r.read_file("usr/lib/tail/x", 10)),
-            ReadError::NotADirectory { path } if path == "usr/lib/tail"
+            ReadError::Path(PathError::NotADirectory { path }) if path == "usr/lib/tail"
         ));
         assert!(matches!(
             err(r.read_file("usr/lib/link/x", 10)),
-            ReadError::Symlink { path } if path == "usr/lib/link"
+            ReadError::Path(PathError::Symlink { path }) if path == "usr/lib/link"
         ));
         assert!(matches!(
             err(r.read_file("usr/lib/tail", 9999)),
-            ReadError::TooBig {
+            ReadError::Path(PathError::TooBig {
                 size: 10000,
                 max: 9999,
                 ..
-            }
+            })
         ));
         assert_eq!(r.read_file("usr/lib/tail", 10000).unwrap(), pattern(10000));
         assert!(matches!(
             err(r.read_file("usr/lib/link", 10)),
-            ReadError::Symlink { .. }
+            ReadError::Path(PathError::Symlink { .. })
         ));
         assert!(matches!(
             err(r.read_file("usr/../hard", 10)),
-            ReadError::BadPath { .. }
+            ReadError::Path(PathError::BadPath { .. })
         ));
         assert!(matches!(
             r.list("hard"),
-            Err(ReadError::NotADirectory { .. })
+            Err(ReadError::Path(PathError::NotADirectory { .. }))
         ));
         assert!(matches!(
             r.xattr("nowhere", "user.x"),
-            Err(ReadError::NotFound { .. })
+            Err(ReadError::Path(PathError::NotFound { .. }))
         ));
     }
 

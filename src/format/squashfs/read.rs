@@ -7,7 +7,6 @@
 //! it is used, every read stays within `bytes_used`, decompression is bounded by the block
 //! size, directories are capped at [`DIR_MAX`] bytes and xattr sets at [`XATTR_SET_MAX`].
 
-use crate::format::bytes::{components, push};
 use std::cell::RefCell;
 use std::io;
 
@@ -22,6 +21,7 @@ use super::layout::{
     XATTR_IDS_PER_BLOCK, XATTR_OOL, XATTR_PREFIXES,
 };
 use crate::format::blob::Blob;
+use crate::format::lookup::{check_size, not_a_dir, not_a_file, walk, Kind, PathError};
 use meta::{CachedBlock, Compressor, Meta};
 
 const BLOCK_SIZES: std::ops::RangeInclusive<u32> = 4096..=1 << 20;
@@ -65,18 +65,8 @@ pub enum ReadError {
     },
     #[error("directory {path:?}: {reason}")]
     Directory { path: String, reason: &'static str },
-    #[error("{path:?}: '..' is not allowed in paths")]
-    BadPath { path: String },
-    #[error("{path:?}: no such file or directory")]
-    NotFound { path: String },
-    #[error("{path:?}: not a directory")]
-    NotADirectory { path: String },
-    #[error("{path:?}: is a symbolic link, which is not followed")]
-    Symlink { path: String },
-    #[error("{path:?}: not a regular file")]
-    NotAFile { path: String },
-    #[error("{path:?}: {size} bytes, over the limit of {max}")]
-    TooBig { path: String, size: u64, max: u64 },
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 /// A read-only view of a SquashFS filesystem at `offset` of a [`Blob`].
@@ -195,7 +185,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     /// Lists a directory: (name, is_dir) sorted by name.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
-        let listing = expect_dir(self.lookup(dir)?, dir)?;
+        let listing = expect_listing(self.lookup(dir)?, dir)?;
         let mut out: Vec<(String, bool)> = self
             .entries(&listing, dir)?
             .into_iter()
@@ -213,16 +203,9 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         let (inode, mut blocks) = self.lookup_with_blocks(path)?;
         let file = match inode.body {
             Body::File(f) => f,
-            _ if inode.kind == SYMLINK => return Err(ReadError::Symlink { path: path.into() }),
-            _ => return Err(ReadError::NotAFile { path: path.into() }),
+            _ => return Err(not_a_file(kind(&inode), path).into()),
         };
-        if file.size > max {
-            return Err(ReadError::TooBig {
-                path: path.into(),
-                size: file.size,
-                max,
-            });
-        }
+        check_size(file.size, max, path)?;
         self.file_data(&file, &mut blocks)
     }
 
@@ -299,21 +282,14 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
 
     /// The inode at the end of `path`, and a stream at what follows it (a file's block sizes).
     fn lookup_with_blocks(&self, path: &str) -> Result<(Inode, Meta<'_, 'a, B>), ReadError> {
-        let mut found = self.inode(self.sb.root)?;
-        let mut walked = String::new();
-        for name in components(path).ok_or_else(|| ReadError::BadPath { path: path.into() })? {
-            let listing = expect_dir(found.0, &walked)?;
-            let entries = self.entries(&listing, &walked)?;
-            push(&mut walked, name);
-            let entry = entries
-                .into_iter()
-                .find(|e| e.name == name.as_bytes())
-                .ok_or_else(|| ReadError::NotFound {
-                    path: walked.clone(),
-                })?;
-            found = self.inode(entry.inode)?;
-        }
-        Ok(found)
+        walk(path, self.inode(self.sb.root)?, |(dir, _), parent, name| {
+            let listing = expect_listing(dir, parent)?;
+            let entries = self.entries(&listing, parent)?;
+            match entries.into_iter().find(|e| e.name == name.as_bytes()) {
+                Some(e) => Ok(Some(self.inode(e.inode)?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Reads the inode at `reference` (block << 16 | offset in the inode table).
@@ -350,13 +326,7 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
             .size
             .checked_sub(DIR_SIZE_BIAS as u64)
             .ok_or(bad("size below 3"))?;
-        if len > DIR_MAX {
-            return Err(ReadError::TooBig {
-                path: path.into(),
-                size: len,
-                max: DIR_MAX,
-            });
-        }
+        check_size(len, DIR_MAX, path)?;
         let mut out = Vec::new();
         if len == 0 {
             return Ok(out);
@@ -539,11 +509,20 @@ fn inode_body<B: Blob + ?Sized>(
     })
 }
 
-fn expect_dir(inode: Inode, path: &str) -> Result<Listing, ReadError> {
+fn kind(inode: &Inode) -> Kind {
+    match inode.body {
+        Body::Dir(_) => Kind::Dir,
+        Body::File(_) => Kind::File,
+        _ if inode.kind == SYMLINK => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+/// A directory's listing; anything else stops a walk.
+fn expect_listing(inode: Inode, path: &str) -> Result<Listing, PathError> {
     match inode.body {
         Body::Dir(listing) => Ok(listing),
-        _ if inode.kind == SYMLINK => Err(ReadError::Symlink { path: path.into() }),
-        _ => Err(ReadError::NotADirectory { path: path.into() }),
+        _ => Err(not_a_dir(kind(&inode), path)),
     }
 }
 
@@ -587,20 +566,20 @@ mod tests {
         let err = |res: Result<Vec<u8>, ReadError>| res.unwrap_err();
         assert!(matches!(
             err(r.read_file("usr/missing", 10)),
-            ReadError::NotFound { path } if path == "usr/missing"
+            ReadError::Path(PathError::NotFound { path }) if path == "usr/missing"
         ));
         assert!(matches!(
             err(r.read_file("usr/lib/tail/x", 10)),
-            ReadError::NotADirectory { path } if path == "usr/lib/tail"
+            ReadError::Path(PathError::NotADirectory { path }) if path == "usr/lib/tail"
         ));
         assert!(matches!(
             err(r.read_file("usr/lib/link/x", 10)),
-            ReadError::Symlink { path } if path == "usr/lib/link"
+            ReadError::Path(PathError::Symlink { path }) if path == "usr/lib/link"
         ));
         let size = 2 * BLOCK as u64 + 1000;
         assert!(matches!(
             err(r.read_file("usr/lib/tail", size - 1)),
-            ReadError::TooBig { size: s, .. } if s == size
+            ReadError::Path(PathError::TooBig { size: s, .. }) if s == size
         ));
         assert_eq!(
             r.read_file("usr/lib/tail", size).unwrap().len() as u64,
@@ -608,19 +587,19 @@ mod tests {
         );
         assert!(matches!(
             err(r.read_file("usr/lib/link", 10)),
-            ReadError::Symlink { .. }
+            ReadError::Path(PathError::Symlink { .. })
         ));
         assert!(matches!(
             err(r.read_file("usr/../hard", 10)),
-            ReadError::BadPath { .. }
+            ReadError::Path(PathError::BadPath { .. })
         ));
         assert!(matches!(
             r.list("hard"),
-            Err(ReadError::NotADirectory { .. })
+            Err(ReadError::Path(PathError::NotADirectory { .. }))
         ));
         assert!(matches!(
             r.xattr("nowhere", "user.x"),
-            Err(ReadError::NotFound { .. })
+            Err(ReadError::Path(PathError::NotFound { .. }))
         ));
     }
 

@@ -7,6 +7,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use crate::format::blob::Blob;
+use crate::format::lookup::PathError;
 use crate::format::squashfs::layout::Superblock;
 use crate::format::squashfs::{self, Options, ReadError, Reader};
 use crate::tree::{Content, Kind, Meta, ScanOptions, Tree};
@@ -135,14 +136,23 @@ pub fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree, what: &str) 
                     })
                     .collect();
                 assert_eq!(r.list(&path).unwrap(), want, "{what}: {path:?}");
-                assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}");
+                assert!(
+                    matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
+                    "{path:?}"
+                );
             }
             Kind::File { content, .. } => {
                 let got = read.unwrap_or_else(|e| panic!("{what}: {path:?}: {e}"));
                 assert!(got == content.read().unwrap(), "{what}: {path:?}");
             }
-            Kind::Symlink(_) => assert!(matches!(read, Err(ReadError::Symlink { .. }))),
-            _ => assert!(matches!(read, Err(ReadError::NotAFile { .. })), "{path:?}"),
+            Kind::Symlink(_) => assert!(matches!(
+                read,
+                Err(ReadError::Path(PathError::Symlink { .. }))
+            )),
+            _ => assert!(
+                matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
+                "{path:?}"
+            ),
         }
         for (name, value) in &node.meta.xattrs {
             let name = std::str::from_utf8(name).unwrap();
