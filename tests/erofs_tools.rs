@@ -2,7 +2,6 @@
 //! kernel (loop-mounted in a private mount namespace, as root), mkfs.erofs images through our
 //! reader. A missing tool skips its check, or fails the test when `CI` is set.
 
-use initrd_sysext::format::lookup::PathError;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
@@ -10,10 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use initrd_sysext::format::blob::Blob;
 use initrd_sysext::format::erofs::{self, Options, ReadError, Reader};
+use initrd_sysext::format::lookup::Filesystem;
 use initrd_sysext::tree::{Kind, ScanOptions, Tree};
 use test_support::{is_root, require_tool};
+
+// The shared checker names the crate as `crate::format` and `crate::tree`.
+#[path = "../src/format/test_fs.rs"]
+mod test_fs;
+mod format {
+    pub use initrd_sysext::format::*;
+}
+use initrd_sysext::tree;
 
 const EPOCH: i64 = 1_700_000_000;
 
@@ -288,48 +295,6 @@ fn source() -> (tempfile::TempDir, Tree) {
     (tmp, tree)
 }
 
-/// Every directory lists like the tree, every file reads back, every xattr is found.
-fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree) {
-    for id in tree.walk() {
-        let node = &tree.nodes[id];
-        let path = tree.path(id).to_str().unwrap().to_owned();
-        let read = r.read_file(&path, u64::MAX);
-        match &node.kind {
-            Kind::Dir { children } => {
-                let want: Vec<(String, bool)> = children
-                    .iter()
-                    .map(|&c| {
-                        let name = String::from_utf8(tree.nodes[c].name.clone()).unwrap();
-                        (name, matches!(tree.nodes[c].kind, Kind::Dir { .. }))
-                    })
-                    .collect();
-                assert_eq!(r.list(&path).unwrap(), want, "{path:?}");
-                assert!(
-                    matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
-                    "{path:?}"
-                );
-            }
-            Kind::File { content, .. } => {
-                assert!(read.unwrap() == content.read().unwrap(), "{path:?}");
-            }
-            Kind::Symlink(_) => assert!(matches!(
-                read,
-                Err(ReadError::Path(PathError::Symlink { .. }))
-            )),
-            _ => assert!(
-                matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
-                "{path:?}"
-            ),
-        }
-        for (name, value) in &node.meta.xattrs {
-            let name = std::str::from_utf8(name).unwrap();
-            let got = r.xattr(&path, name).unwrap();
-            assert_eq!(got.as_ref(), Some(value), "{path:?} {name}");
-        }
-        assert_eq!(r.xattr(&path, "user.absent").unwrap(), None);
-    }
-}
-
 fn mkfs(src: &Path, image: &Path, args: &[&str]) {
     let out = Command::new("mkfs.erofs")
         .args(["--quiet", "-T0"])
@@ -361,7 +326,7 @@ fn reads_mkfs_erofs_images() {
         mkfs(&src, &image, args);
         let bytes = fs::read(&image).unwrap();
         let r = Reader::open(&bytes[..], 0).unwrap();
-        assert_matches(&r, &tree);
+        test_fs::assert_matches(&r, &tree, "mkfs.erofs", |_| false);
     }
 }
 

@@ -12,7 +12,13 @@ use initrd_sysext::format::squashfs::layout::{Superblock, COMPRESSION_GZIP, COMP
 use initrd_sysext::format::squashfs::{write, Options, ReadError, Reader};
 use initrd_sysext::tree::{ScanOptions, Tree};
 // The shared helpers name the crate as `crate::format` and `crate::tree`.
-use initrd_sysext::{format, tree};
+use initrd_sysext::tree;
+#[path = "../src/format/test_fs.rs"]
+mod test_fs;
+mod format {
+    pub(crate) use crate::test_fs;
+    pub use initrd_sysext::format::*;
+}
 use test_support::require_tool;
 
 #[allow(dead_code)]

@@ -10,7 +10,7 @@ pub enum Kind {
     Other,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PathError {
     #[error("{path:?}: '..' is not allowed in paths")]
     BadPath { path: String },
@@ -24,6 +24,24 @@ pub enum PathError {
     NotAFile { path: String },
     #[error("{path:?}: {size} bytes, over the limit of {max}")]
     TooBig { path: String, size: u64, max: u64 },
+}
+
+/// A filesystem read without mounting it (erofs, squashfs images; directories on the host);
+/// paths are relative to its root and symlinks are never followed.
+pub trait Filesystem {
+    type Error: std::fmt::Display;
+    /// The entries of `dir`: (name, is a directory), sorted by name.
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error>;
+    /// A regular file's bytes, if it holds at most `max`.
+    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, Self::Error>;
+    /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
+    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// The lookup error inside `e`, if it is one.
+    fn path_error(e: &Self::Error) -> Option<&PathError>;
+    /// `e` says that the path does not exist.
+    fn not_found(e: &Self::Error) -> bool {
+        matches!(Self::path_error(e), Some(PathError::NotFound { .. }))
+    }
 }
 
 /// Walks `path` from `root`: `step(node, parent, name)` looks `name` up in directory `node`

@@ -11,6 +11,8 @@ pub mod lookup;
 pub mod release;
 pub mod signature;
 pub mod squashfs;
+#[cfg(test)]
+pub mod test_fs;
 pub mod unit;
 pub mod uuid;
 pub mod verity;

@@ -1,30 +1,19 @@
-//! The read-only filesystem view that choosing an extension-release file needs, over erofs and
-//! squashfs images read without mounting and over directories (a mounted image or a directory
-//! extension), and the one function that chooses and reads that file as systemd does.
+//! Choosing and reading an extension-release file as systemd does, from any read-only
+//! filesystem view: erofs and squashfs images read without mounting, or a directory on the
+//! host (a mounted image or a directory extension).
 
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::format::blob::Blob;
-use crate::format::lookup::PathError;
+use crate::format::lookup::{Filesystem, PathError};
 use crate::format::release::{self, Candidate, SelectError};
-use crate::format::{erofs, squashfs, unit};
+use crate::format::unit;
 
 /// Largest extension-release file read.
 pub const RELEASE_MAX: u64 = 64 << 10;
 pub const STRICT_XATTR: &str = "user.extension-release.strict";
-
-/// What choosing an extension-release file needs from a filesystem; paths are relative to it.
-pub trait ReadFs {
-    type Error: Display;
-    /// The entries of `dir`: (name, is a directory).
-    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error>;
-    /// The file's bytes (at most `max`), or None when it does not exist.
-    fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, Self::Error>;
-    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -38,14 +27,16 @@ pub enum ReleaseError {
 /// `extension-release.<name>` when it exists (one open, the common case), else systemd's choice
 /// among the directory's `extension-release.*` files (`user.extension-release.strict=false`
 /// lets a file match any name).
-pub fn release_file<F: ReadFs>(
+pub fn release_file<F: Filesystem>(
     fs: &F,
     dir: &str,
     name: &str,
 ) -> Result<(String, String), ReleaseError> {
     let exact = format!("{dir}/extension-release.{name}");
-    if let Some(bytes) = fs.read_file(&exact, RELEASE_MAX).map_err(read(&exact))? {
-        return Ok((exact.clone(), utf8(&exact, bytes)?));
+    match fs.read_file(&exact, RELEASE_MAX) {
+        Ok(bytes) => return Ok((exact.clone(), utf8(&exact, bytes)?)),
+        Err(e) if !F::not_found(&e) => return Err(read(&exact)(e)),
+        Err(_) => {}
     }
     let mut candidates = Vec::new();
     for (file_name, is_dir) in fs.list(dir).map_err(read(dir))? {
@@ -62,10 +53,8 @@ pub fn release_file<F: ReadFs>(
     }
     let chosen = release::select(&candidates, name)?;
     let path = format!("{dir}/{}", chosen.file_name);
-    match fs.read_file(&path, RELEASE_MAX).map_err(read(&path))? {
-        Some(bytes) => Ok((path.clone(), utf8(&path, bytes)?)),
-        None => Err(read(&path)("vanished while being read")),
-    }
+    let bytes = fs.read_file(&path, RELEASE_MAX).map_err(read(&path))?;
+    Ok((path.clone(), utf8(&path, bytes)?))
 }
 
 fn read<E: Display>(path: &str) -> impl Fn(E) -> ReleaseError + '_ {
@@ -88,7 +77,7 @@ impl Dir<'_> {
     }
 }
 
-impl ReadFs for Dir<'_> {
+impl Filesystem for Dir<'_> {
     type Error = io::Error;
 
     /// A missing directory lists as empty (nothing to choose from).
@@ -108,19 +97,15 @@ impl ReadFs for Dir<'_> {
     }
 
     /// One open and, for the few hundred bytes of a release file, one read.
-    fn read_file(&self, path: &str, max: u64) -> io::Result<Option<Vec<u8>>> {
-        let file = match File::open(self.path(path)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
+    fn read_file(&self, path: &str, max: u64) -> io::Result<Vec<u8>> {
+        let file = File::open(self.path(path))?;
         let mut buf = Vec::with_capacity(4096);
         file.take(max + 1).read_to_end(&mut buf)?;
         if buf.len() as u64 > max {
             let msg = format!("over the limit of {max} bytes");
             return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
         }
-        Ok(Some(buf))
+        Ok(buf)
     }
 
     fn xattr(&self, path: &str, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -130,34 +115,15 @@ impl ReadFs for Dir<'_> {
             Err(_) => Ok(None),
         }
     }
+
+    fn path_error(_: &io::Error) -> Option<&PathError> {
+        None
+    }
+
+    fn not_found(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::NotFound
+    }
 }
-
-/// `ReadFs` over a filesystem reader whose `read_file` fails with a not-found variant.
-macro_rules! image_fs {
-    ($module:ident) => {
-        impl<B: Blob + ?Sized> ReadFs for $module::Reader<'_, B> {
-            type Error = $module::ReadError;
-
-            fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, Self::Error> {
-                $module::Reader::list(self, dir)
-            }
-
-            fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, Self::Error> {
-                match $module::Reader::read_file(self, path, max) {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err($module::ReadError::Path(PathError::NotFound { .. })) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-
-            fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-                $module::Reader::xattr(self, path, name)
-            }
-        }
-    };
-}
-image_fs!(erofs);
-image_fs!(squashfs);
 
 #[cfg(test)]
 mod tests {
@@ -170,11 +136,11 @@ mod tests {
         for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
             let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
             std::fs::write(dir.path().join(format!("f{len}")), &text).unwrap();
-            let got = fs.read_file(&format!("f{len}"), 10_000).unwrap().unwrap();
+            let got = fs.read_file(&format!("f{len}"), 10_000).unwrap();
             assert_eq!(got, text.as_bytes(), "length {len}");
         }
         assert!(fs.read_file("f10000", 9_999).is_err());
-        assert!(fs.read_file("missing", 10).unwrap().is_none());
+        assert!(Dir::not_found(&fs.read_file("missing", 10).unwrap_err()));
         assert!(fs.list("missing").unwrap().is_empty());
     }
 

@@ -9,10 +9,11 @@ use openssl::x509::X509;
 use serde_json::{json, Value};
 
 use crate::format::gpt::{self, Designator};
+use crate::format::lookup::Filesystem;
 use crate::format::release::{self, Release};
 use crate::format::{erofs, signature, squashfs};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
-use crate::image::fs::{self, ReadFs};
+use crate::image::fs;
 
 /// The image's description as JSON (the text form is rendered from it).
 pub fn describe(path: &Path, certs: &[X509]) -> Result<Value, DissectError> {
@@ -142,7 +143,7 @@ fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String>
 }
 
 /// The chosen extension-release file of `dir` in `fs`, parsed.
-fn find_release<R: ReadFs>(fs: &R, dir: &str, name: &str) -> Result<(String, Release), String> {
+fn find_release<R: Filesystem>(fs: &R, dir: &str, name: &str) -> Result<(String, Release), String> {
     let (file, text) = fs::release_file(fs, dir, name).map_err(|e| e.to_string())?;
     let rel = Release::parse(&text).map_err(|e| format!("{file}: {e}"))?;
     Ok((file, rel))
@@ -214,7 +215,7 @@ mod tests {
         t
     }
 
-    fn check<R: ReadFs>(fs: &R) {
+    fn check<R: Filesystem>(fs: &R) {
         let (file, rel) = find_release(fs, DIR, "tool_1.2").unwrap();
         assert_eq!(file, format!("{DIR}/extension-release.tool"));
         assert_eq!(rel.get("SYSEXT_SCOPE"), Some("initrd"));

@@ -17,7 +17,7 @@ use super::layout::{
 };
 use crate::format::blob::Blob;
 use crate::format::bytes::le32;
-use crate::format::lookup::{check_size, not_a_dir, not_a_file, walk, Kind, PathError};
+use crate::format::lookup::{check_size, not_a_dir, not_a_file, walk, Filesystem, Kind, PathError};
 
 /// Largest directory read, some 2 million entries.
 pub const DIR_MAX: u64 = 64 << 20;
@@ -108,67 +108,6 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         r.xattr_start = u64::from(sb.xattr_blkaddr) << r.blkbits;
         r.device_mask = ((u32::from(sb.extra_devices) + 1).next_power_of_two() - 1) as u16;
         Ok(r)
-    }
-
-    /// Lists a directory: (name, is_dir) sorted by name, without `.` and `..`.
-    pub fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
-        let ino = self.lookup(dir)?;
-        expect_dir(&ino, dir)?;
-        let data = self.dir_data(&ino, dir)?;
-        let mut out: Vec<(String, bool)> = self
-            .entries(&data, dir)?
-            .into_iter()
-            .filter(|e| e.name != b"." && e.name != b"..")
-            .map(|e| {
-                let name = String::from_utf8_lossy(e.name).into_owned();
-                (name, e.file_type == FT_DIR)
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// Reads a regular file of at most `max` bytes; a symlink is not followed.
-    pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
-        let ino = self.lookup(path)?;
-        match kind(&ino) {
-            Kind::File => check_size(ino.ino.size, max, path)?,
-            other => return Err(not_a_file(other, path).into()),
-        }
-        self.data(&ino, path)
-    }
-
-    /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
-    pub fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
-        let ino = self.lookup(path)?;
-        let len = ino.ino.xattr_len();
-        if len == 0 {
-            return Ok(None);
-        }
-        let at = ino.xattr_start();
-        let area = self.read(at, len)?;
-        let shared = u64::from(decode_xattr_header(&area));
-        let inline_at = XATTR_HEADER_LEN as u64 + 4 * shared;
-        if inline_at > len {
-            let expected = "within the xattr area";
-            return Err(self.corrupt(at + 4, "h_shared_count", shared, expected));
-        }
-        let mut pos = inline_at;
-        while pos < len {
-            let (entry, entry_len) = XattrEntry::decode(&area[pos as usize..], self.at(at + pos))?;
-            if is_named(&entry, name) {
-                return Ok(Some(entry.value.to_vec()));
-            }
-            pos += entry_len;
-        }
-        for i in 0..shared as usize {
-            let id = le32(&area, XATTR_HEADER_LEN + 4 * i);
-            let value = self.shared_xattr(u64::from(id), name)?;
-            if value.is_some() {
-                return Ok(value);
-            }
-        }
-        Ok(None)
     }
 
     /// The inode at the end of `path`, following no symlink.
@@ -333,6 +272,78 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
     }
 }
 
+impl<'a, B: Blob + ?Sized> Filesystem for Reader<'a, B> {
+    type Error = ReadError;
+
+    /// Lists a directory: (name, is_dir) sorted by name, without `.` and `..`.
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
+        let ino = self.lookup(dir)?;
+        expect_dir(&ino, dir)?;
+        let data = self.dir_data(&ino, dir)?;
+        let mut out: Vec<(String, bool)> = self
+            .entries(&data, dir)?
+            .into_iter()
+            .filter(|e| e.name != b"." && e.name != b"..")
+            .map(|e| {
+                let name = String::from_utf8_lossy(e.name).into_owned();
+                (name, e.file_type == FT_DIR)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads a regular file of at most `max` bytes; a symlink is not followed.
+    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        let ino = self.lookup(path)?;
+        match kind(&ino) {
+            Kind::File => check_size(ino.ino.size, max, path)?,
+            other => return Err(not_a_file(other, path).into()),
+        }
+        self.data(&ino, path)
+    }
+
+    /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
+    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        let ino = self.lookup(path)?;
+        let len = ino.ino.xattr_len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let at = ino.xattr_start();
+        let area = self.read(at, len)?;
+        let shared = u64::from(decode_xattr_header(&area));
+        let inline_at = XATTR_HEADER_LEN as u64 + 4 * shared;
+        if inline_at > len {
+            let expected = "within the xattr area";
+            return Err(self.corrupt(at + 4, "h_shared_count", shared, expected));
+        }
+        let mut pos = inline_at;
+        while pos < len {
+            let (entry, entry_len) = XattrEntry::decode(&area[pos as usize..], self.at(at + pos))?;
+            if is_named(&entry, name) {
+                return Ok(Some(entry.value.to_vec()));
+            }
+            pos += entry_len;
+        }
+        for i in 0..shared as usize {
+            let id = le32(&area, XATTR_HEADER_LEN + 4 * i);
+            let value = self.shared_xattr(u64::from(id), name)?;
+            if value.is_some() {
+                return Ok(value);
+            }
+        }
+        Ok(None)
+    }
+
+    fn path_error(e: &ReadError) -> Option<&PathError> {
+        match e {
+            ReadError::Path(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// True if `entry` is the xattr `name` (such as `user.foo`).
 fn is_named(entry: &XattrEntry, name: &str) -> bool {
     xattr_prefix(entry.name_index)
@@ -362,7 +373,8 @@ mod tests {
     use super::*;
     use crate::format::erofs::layout::crc32c;
     use crate::format::erofs::{write, Options};
-    use crate::tree::{Kind, ScanOptions, Tree};
+    use crate::format::test_fs;
+    use crate::tree::{ScanOptions, Tree};
     use std::fs::{self, File};
     use std::os::unix::fs::symlink;
     use std::path::Path;
@@ -413,48 +425,6 @@ mod tests {
         (tmp, tree)
     }
 
-    /// Every directory lists like the tree, every file reads back, every xattr is found.
-    fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree) {
-        for id in tree.walk() {
-            let node = &tree.nodes[id];
-            let path = tree.path(id).to_str().unwrap().to_owned();
-            let read = r.read_file(&path, u64::MAX);
-            match &node.kind {
-                Kind::Dir { children } => {
-                    let want: Vec<(String, bool)> = children
-                        .iter()
-                        .map(|&c| {
-                            let name = String::from_utf8(tree.nodes[c].name.clone()).unwrap();
-                            (name, matches!(tree.nodes[c].kind, Kind::Dir { .. }))
-                        })
-                        .collect();
-                    assert_eq!(r.list(&path).unwrap(), want, "{path:?}");
-                    assert!(
-                        matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
-                        "{path:?}"
-                    );
-                }
-                Kind::File { content, .. } => {
-                    assert!(read.unwrap() == content.read().unwrap(), "{path:?}");
-                }
-                Kind::Symlink(_) => assert!(matches!(
-                    read,
-                    Err(ReadError::Path(PathError::Symlink { .. }))
-                )),
-                _ => assert!(
-                    matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
-                    "{path:?}"
-                ),
-            }
-            for (name, value) in &node.meta.xattrs {
-                let name = std::str::from_utf8(name).unwrap();
-                let got = r.xattr(&path, name).unwrap();
-                assert_eq!(got.as_ref(), Some(value), "{path:?} {name}");
-            }
-            assert_eq!(r.xattr(&path, "user.absent").unwrap(), None);
-        }
-    }
-
     fn opts() -> Options {
         Options {
             uuid: [1; 16],
@@ -470,7 +440,7 @@ mod tests {
         write(&tree, &file, 3 * 4096, &opts()).unwrap();
         let file = File::open(&image).unwrap();
         let r = Reader::open(&file, 3 * 4096).unwrap();
-        assert_matches(&r, &tree);
+        test_fs::assert_matches(&r, &tree, "ours", |_| false);
         assert_eq!(
             r.list("/usr//lib/./extension-release.d/").unwrap(),
             [("extension-release.foo".to_owned(), false)]

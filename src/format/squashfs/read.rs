@@ -21,7 +21,7 @@ use super::layout::{
     XATTR_IDS_PER_BLOCK, XATTR_OOL, XATTR_PREFIXES,
 };
 use crate::format::blob::Blob;
-use crate::format::lookup::{check_size, not_a_dir, not_a_file, walk, Kind, PathError};
+use crate::format::lookup::{check_size, not_a_dir, not_a_file, walk, Filesystem, Kind, PathError};
 use meta::{CachedBlock, Compressor, Meta};
 
 const BLOCK_SIZES: std::ops::RangeInclusive<u32> = 4096..=1 << 20;
@@ -181,66 +181,6 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
             compressor,
             cache: RefCell::default(),
         })
-    }
-
-    /// Lists a directory: (name, is_dir) sorted by name.
-    pub fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
-        let listing = expect_listing(self.lookup(dir)?, dir)?;
-        let mut out: Vec<(String, bool)> = self
-            .entries(&listing, dir)?
-            .into_iter()
-            .map(|e| {
-                let name = String::from_utf8_lossy(&e.name).into_owned();
-                (name, e.kind == DIR || e.kind == EXT_DIR)
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// Reads a regular file of at most `max` bytes; a symlink is not followed.
-    pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
-        let (inode, mut blocks) = self.lookup_with_blocks(path)?;
-        let file = match inode.body {
-            Body::File(f) => f,
-            _ => return Err(not_a_file(kind(&inode), path).into()),
-        };
-        check_size(file.size, max, path)?;
-        self.file_data(&file, &mut blocks)
-    }
-
-    /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
-    pub fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
-        let index = self.lookup(path)?.xattr;
-        let wanted = XATTR_PREFIXES
-            .iter()
-            .find_map(|&(prefix, kind)| Some((kind, name.as_bytes().strip_prefix(prefix)?)));
-        let Some((kind, suffix)) = wanted.filter(|_| index != NO_XATTR) else {
-            return Ok(None);
-        };
-        let (kv_start, mut kv, count) = self.xattr_set(index)?;
-        let mut used = 0u64;
-        for _ in 0..count {
-            let entry = XattrEntry::parse(&kv.array()?);
-            let name_len = entry.name_size;
-            if name_len > XATTR_NAME_MAX {
-                return Err(kv.corrupt("xattr name size", name_len.into(), "at most 255"));
-            }
-            let entry_name = kv.bytes(name_len.into())?;
-            let entry_kind = entry.kind;
-            let value = match entry_kind & XATTR_OOL {
-                0 => kv.sized_value()?,
-                _ => self.ool_value(kv_start, &mut kv)?,
-            };
-            used += 8 + u64::from(name_len) + value.len() as u64;
-            if used > XATTR_SET_MAX {
-                return Err(kv.corrupt("xattr set size", used, "at most 4 MiB"));
-            }
-            if entry_kind & !XATTR_OOL == kind && entry_name == suffix {
-                return Ok(Some(value));
-            }
-        }
-        Ok(None)
     }
 
     /// The xattr set of inode xattr index `index`: the key/value area start, a stream at the
@@ -440,6 +380,77 @@ impl<'a, B: Blob + ?Sized> Reader<'a, B> {
         match word & BLOCK_UNCOMPRESSED {
             0 => self.decompress(pos, &raw, self.sb.block_size as usize),
             _ => Ok(raw),
+        }
+    }
+}
+
+impl<'a, B: Blob + ?Sized> Filesystem for Reader<'a, B> {
+    type Error = ReadError;
+
+    /// Lists a directory: (name, is_dir) sorted by name.
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>, ReadError> {
+        let listing = expect_listing(self.lookup(dir)?, dir)?;
+        let mut out: Vec<(String, bool)> = self
+            .entries(&listing, dir)?
+            .into_iter()
+            .map(|e| {
+                let name = String::from_utf8_lossy(&e.name).into_owned();
+                (name, e.kind == DIR || e.kind == EXT_DIR)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads a regular file of at most `max` bytes; a symlink is not followed.
+    fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        let (inode, mut blocks) = self.lookup_with_blocks(path)?;
+        let file = match inode.body {
+            Body::File(f) => f,
+            _ => return Err(not_a_file(kind(&inode), path).into()),
+        };
+        check_size(file.size, max, path)?;
+        self.file_data(&file, &mut blocks)
+    }
+
+    /// The value of extended attribute `name` (such as `user.foo`) of `path`, if it has one.
+    fn xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        let index = self.lookup(path)?.xattr;
+        let wanted = XATTR_PREFIXES
+            .iter()
+            .find_map(|&(prefix, kind)| Some((kind, name.as_bytes().strip_prefix(prefix)?)));
+        let Some((kind, suffix)) = wanted.filter(|_| index != NO_XATTR) else {
+            return Ok(None);
+        };
+        let (kv_start, mut kv, count) = self.xattr_set(index)?;
+        let mut used = 0u64;
+        for _ in 0..count {
+            let entry = XattrEntry::parse(&kv.array()?);
+            let name_len = entry.name_size;
+            if name_len > XATTR_NAME_MAX {
+                return Err(kv.corrupt("xattr name size", name_len.into(), "at most 255"));
+            }
+            let entry_name = kv.bytes(name_len.into())?;
+            let entry_kind = entry.kind;
+            let value = match entry_kind & XATTR_OOL {
+                0 => kv.sized_value()?,
+                _ => self.ool_value(kv_start, &mut kv)?,
+            };
+            used += 8 + u64::from(name_len) + value.len() as u64;
+            if used > XATTR_SET_MAX {
+                return Err(kv.corrupt("xattr set size", used, "at most 4 MiB"));
+            }
+            if entry_kind & !XATTR_OOL == kind && entry_name == suffix {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    fn path_error(e: &ReadError) -> Option<&PathError> {
+        match e {
+            ReadError::Path(p) => Some(p),
+            _ => None,
         }
     }
 }

@@ -7,9 +7,10 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use crate::format::blob::Blob;
-use crate::format::lookup::PathError;
+use crate::format::lookup::Filesystem;
 use crate::format::squashfs::layout::Superblock;
-use crate::format::squashfs::{self, Options, ReadError, Reader};
+use crate::format::squashfs::{self, Options, Reader};
+use crate::format::test_fs;
 use crate::tree::{Content, Kind, Meta, ScanOptions, Tree};
 use test_support::Rng;
 
@@ -115,53 +116,17 @@ pub fn source() -> (tempfile::TempDir, Tree) {
     (tmp, tree)
 }
 
-/// Every directory lists like the tree, every file reads back, every xattr is found.
+/// [`test_fs::assert_matches`] without the empty files of "many": each lookup there reads its
+/// listing again, which covers them.
 pub fn assert_matches<B: Blob + ?Sized>(r: &Reader<B>, tree: &Tree, what: &str) {
-    for id in tree.walk() {
-        let node = &tree.nodes[id];
-        let path = tree.path(id).to_str().unwrap().to_owned();
-        // Each lookup in "many" reads its listing again: its listing covers the empty files.
-        let empty = matches!(node.kind, Kind::File { size: 0, .. });
-        if path.starts_with("many/") && empty && node.meta.xattrs.is_empty() {
-            continue;
-        }
-        let read = r.read_file(&path, u64::MAX);
-        match &node.kind {
-            Kind::Dir { children } => {
-                let want: Vec<(String, bool)> = children
-                    .iter()
-                    .map(|&c| {
-                        let name = String::from_utf8(tree.nodes[c].name.clone()).unwrap();
-                        (name, matches!(tree.nodes[c].kind, Kind::Dir { .. }))
-                    })
-                    .collect();
-                assert_eq!(r.list(&path).unwrap(), want, "{what}: {path:?}");
-                assert!(
-                    matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
-                    "{path:?}"
-                );
-            }
-            Kind::File { content, .. } => {
-                let got = read.unwrap_or_else(|e| panic!("{what}: {path:?}: {e}"));
-                assert!(got == content.read().unwrap(), "{what}: {path:?}");
-            }
-            Kind::Symlink(_) => assert!(matches!(
-                read,
-                Err(ReadError::Path(PathError::Symlink { .. }))
-            )),
-            _ => assert!(
-                matches!(read, Err(ReadError::Path(PathError::NotAFile { .. }))),
-                "{path:?}"
-            ),
-        }
-        for (name, value) in &node.meta.xattrs {
-            let name = std::str::from_utf8(name).unwrap();
-            let got = r.xattr(&path, name).unwrap();
-            assert_eq!(got.as_ref(), Some(value), "{what}: {path:?} {name}");
-        }
-        assert_eq!(r.xattr(&path, "user.absent").unwrap(), None);
-        assert_eq!(r.xattr(&path, "system.other").unwrap(), None);
-    }
+    let many_empty = |path: &str| {
+        path.starts_with("many/")
+            && tree.lookup(path).is_some_and(|id| {
+                let node = &tree.nodes[id];
+                matches!(node.kind, Kind::File { size: 0, .. }) && node.meta.xattrs.is_empty()
+            })
+    };
+    test_fs::assert_matches(r, tree, what, many_empty);
 }
 
 /// A small source: a release file with an xattr, a 5000-byte file and a symlink to it.
