@@ -206,8 +206,8 @@ fn dissect_gpt(
     let uuid_root_hash = verity_part.map(|v| [data.uuid.0, v.uuid.0].concat());
     let root_hash = match &signature {
         Some(sig) => Some(
-            hex::decode(&sig.root_hash)
-                .map_err(|_| layout(path, "signature rootHash is not hex".into()))?,
+            root_hash_bytes(&sig.root_hash)
+                .map_err(|e| layout(path, format!("signature rootHash: {e}")))?,
         ),
         None => sidecar_root_hash(path)?.or(uuid_root_hash.clone()),
     };
@@ -279,15 +279,27 @@ fn probe_fs(path: &Path, blob: &(impl Blob + ?Sized), offset: u64) -> Result<FsT
     Ok(FsType::probe(&head))
 }
 
+/// A sha256 root hash from its hex form: exactly 64 hex digits.
+fn root_hash_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let want = 2 * verity::DIGEST;
+    if text.len() != want {
+        return Err(format!(
+            "{} characters, expected {want} hex digits (a sha256 root hash)",
+            text.len()
+        ));
+    }
+    hex::decode(text).map_err(|e| format!("{e}, expected {want} hex digits"))
+}
+
 /// `X.roothash` beside `X.raw` (hex, whitespace trimmed).
 fn sidecar_root_hash(path: &Path) -> Result<Option<Vec<u8>>, DissectError> {
     let p = sidecar(path, "roothash");
     let Ok(text) = std::fs::read_to_string(&p) else {
         return Ok(None);
     };
-    hex::decode(text.trim())
+    root_hash_bytes(text.trim())
         .map(Some)
-        .map_err(|e| layout(&p, format!("not a hex root hash: {e}")))
+        .map_err(|e| layout(&p, format!("not a root hash: {e}")))
 }
 
 /// `X.<ext>` for image `X.raw`.
