@@ -42,3 +42,75 @@ fn short_roothash_sidecar_is_an_error_not_a_crash() {
         cli(["inspect", s(&image)]).fails_with(1, "x.roothash");
     }
 }
+
+/// A signed DDI `x.raw` in `dir`; returns the image and the certificate.
+fn signed_ddi(dir: &Path) -> (PathBuf, PathBuf) {
+    let tree = dir.join("tree");
+    sample_tree(&tree, "x");
+    let (key, cert) = genkey(dir, "k");
+    let image = dir.join("x.raw");
+    cli([
+        "build",
+        "sysext",
+        "--tree",
+        s(&tree),
+        "--name",
+        "x",
+        "--id",
+        "_any",
+    ])
+    .args(["--key", s(&key), "--cert", s(&cert), "--output", s(&image)])
+    .succeeds();
+    (image, cert)
+}
+
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut data = fs::read(path).unwrap();
+    data[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+    fs::write(path, data).unwrap();
+}
+
+#[test]
+fn verity_must_cover_the_whole_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, cert) = signed_ddi(dir.path());
+    cli(["verify", s(&image), "--cert", s(&cert)]).succeeds();
+    let (data, data_size) = partition(&image, 1);
+    let (hash, _) = partition(&image, 2);
+    let blocks = data_size / 4096;
+    assert!(blocks > 2);
+    // One block fewer: the tree's stored hash blocks stay the same, only the last data block
+    // is no longer checked — and it is changed.
+    patch(&image, hash + 72, &(blocks - 1).to_le_bytes());
+    patch(&image, data + (blocks - 1) * 4096 + 100, b"tampered");
+    cli(["verify", s(&image), "--cert", s(&cert)]).fails_with(1, "data blocks");
+}
+
+/// Moves the end of partition entry `index` (0-based) of the primary GPT by `sectors`, and
+/// fixes the CRCs (gptman, rightly, writes no overlapping partitions).
+fn stretch_partition(image: &Path, index: usize, sectors: u64) {
+    let crc32 = |b: &[u8]| crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(b);
+    let mut d = fs::read(image).unwrap();
+    let u32_at = |d: &[u8], at: usize| u32::from_le_bytes(d[at..at + 4].try_into().unwrap());
+    let (hdr, entries) = (512, 1024);
+    let (count, size) = (u32_at(&d, hdr + 80) as usize, u32_at(&d, hdr + 84) as usize);
+    let last = entries + index * size + 40;
+    let end = u64::from_le_bytes(d[last..last + 8].try_into().unwrap()) + sectors;
+    d[last..last + 8].copy_from_slice(&end.to_le_bytes());
+    let crc = crc32(&d[entries..entries + count * size]);
+    d[hdr + 88..hdr + 92].copy_from_slice(&crc.to_le_bytes());
+    let hdr_len = u32_at(&d, hdr + 12) as usize;
+    d[hdr + 16..hdr + 20].fill(0);
+    let crc = crc32(&d[hdr..hdr + hdr_len]);
+    d[hdr + 16..hdr + 20].copy_from_slice(&crc.to_le_bytes());
+    fs::write(image, d).unwrap();
+}
+
+#[test]
+fn overlapping_partitions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, cert) = signed_ddi(dir.path());
+    // The data partition reaches 8 sectors into the hash partition.
+    stretch_partition(&image, 0, 8);
+    cli(["verify", s(&image), "--cert", s(&cert)]).fails_with(1, "overlaps partition 2");
+}

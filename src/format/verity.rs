@@ -14,6 +14,8 @@ pub const SUPERBLOCK_SIZE: usize = 512;
 const MAGIC: &[u8; 8] = b"verity\0\0";
 /// Size of a sha256 digest: the root hash and each hash in the tree.
 pub const DIGEST: usize = 32;
+/// Largest block size dm-verity takes: the page size.
+const MAX_BLOCK_SIZE: u32 = 4096;
 /// Bytes read per I/O while hashing.
 const CHUNK: usize = 1 << 20;
 
@@ -124,14 +126,16 @@ impl Params {
                 format!("{:?} is not supported (only sha256)", self.algorithm),
             );
         }
+        // What the kernel's dm-verity accepts: powers of two from 512 up to the page size
+        // (4096, the smallest of the pages of the architectures we run on).
         for (field, size) in [
             ("data block size", self.data_block_size),
             ("hash block size", self.hash_block_size),
         ] {
-            if !size.is_power_of_two() || !(512..=1 << 20).contains(&size) {
+            if !size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&size) {
                 return bad(
                     field,
-                    format!("{size} is not a power of two in 512..=1048576"),
+                    format!("{size} is not a power of two in 512..={MAX_BLOCK_SIZE}"),
                 );
             }
         }
@@ -411,6 +415,25 @@ mod tests {
         bad[80] = 0xff;
         bad[81] = 0xff;
         assert!(Params::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn block_sizes_the_kernel_refuses_are_refused() {
+        for (at, field) in [(64, "data block size"), (68, "hash block size")] {
+            for size in [256u32, 3000, 8192, 1 << 20] {
+                let mut sb = params(300).superblock();
+                sb[at..at + 4].copy_from_slice(&size.to_le_bytes());
+                let err = Params::parse(&sb).unwrap_err();
+                assert!(
+                    matches!(err, VerityError::Superblock { field: f, .. } if f == field),
+                    "{field} {size}: {err}"
+                );
+            }
+        }
+        let mut p = params(300);
+        p.data_block_size = 512;
+        p.hash_block_size = 1024;
+        assert_eq!(Params::parse(&p.superblock()).unwrap(), p);
     }
 
     #[test]
