@@ -114,3 +114,83 @@ fn overlapping_partitions_are_refused() {
     stretch_partition(&image, 0, 8);
     cli(["verify", s(&image), "--cert", s(&cert)]).fails_with(1, "overlaps partition 2");
 }
+
+/// Names of the files in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn split_outputs_appear_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    sample_tree(&tree, "x");
+    let (key, cert) = genkey(dir.path(), "k");
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let build = |force: bool| {
+        let c = cli([
+            "build",
+            "sysext",
+            "--tree",
+            s(&tree),
+            "--name",
+            "x",
+            "--id",
+            "_any",
+        ])
+        .args(["--key", s(&key), "--cert", s(&cert), "--split"])
+        .args(["--output", s(&out.join("x.raw"))]);
+        if force {
+            c.args(["--force"])
+        } else {
+            c
+        }
+    };
+    // An existing sidecar, without --force: nothing is written at all.
+    fs::write(out.join("x.verity"), "old").unwrap();
+    build(false).fails_with(1, "x.verity");
+    assert_eq!(listing(&out), ["x.verity"]);
+    assert_eq!(fs::read(out.join("x.verity")).unwrap(), b"old");
+    // With --force, a target that cannot be replaced (a non-empty directory): still nothing.
+    fs::remove_file(out.join("x.verity")).unwrap();
+    fs::create_dir_all(out.join("x.verity/inside")).unwrap();
+    build(true).fails_with(1, "x.verity");
+    assert_eq!(listing(&out), ["x.verity"]);
+    fs::remove_dir_all(out.join("x.verity")).unwrap();
+    build(false).succeeds();
+    assert_eq!(
+        listing(&out),
+        ["x.raw", "x.roothash", "x.roothash.p7s", "x.verity"]
+    );
+
+    // Out of space after the image: no partial set either (needs root for the tmpfs).
+    if !is_root() {
+        eprintln!("not root: skipping the tmpfs part");
+        return;
+    }
+    let raw = fs::metadata(out.join("x.raw")).unwrap().len();
+    let small = dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={} tmpfs '{}'\n'{BIN}' build sysext --tree '{}' --name x \
+         --id _any --key '{}' --cert '{}' --split --output '{}/x.raw' && exit 9\nls -A '{}'",
+        raw + 4096,
+        s(&small),
+        s(&tree),
+        s(&key),
+        s(&cert),
+        s(&small),
+        s(&small)
+    );
+    let listed = sh(&format!(
+        "unshare -m --propagation private sh -ec '{}'",
+        script.replace('\'', "'\\''")
+    ));
+    assert_eq!(listed, "", "leftovers after a failed build");
+}
