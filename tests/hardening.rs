@@ -194,3 +194,42 @@ fn split_outputs_appear_together_or_not_at_all() {
     ));
     assert_eq!(listed, "", "leftovers after a failed build");
 }
+
+#[test]
+fn build_refuses_names_and_versions_with_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    sample_tree(&tree, "x");
+    let out = dir.path().join("o.raw");
+    let build = |extra: &[&str]| {
+        cli(["build", "sysext", "--tree", s(&tree), "--id", "_any"])
+            .args(["--verity", "off", "--output", s(&out)])
+            .args(extra)
+    };
+    for name in ["a\nb", "a\tb", "a\x7fb", ".hidden", "a/b", ""] {
+        let out = build(&["--name", name]).output();
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "--name {name:?}: {out:?}"
+        );
+        assert!(
+            stderr(&out).contains("--name"),
+            "{name:?}: {}",
+            stderr(&out)
+        );
+    }
+    for version in ["1\n2", "1 2", "1/2", "", "..", "1\u{e9}"] {
+        let out = build(&["--name", "x", "--version", version]).output();
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "--version {version:?}: {out:?}"
+        );
+        assert!(
+            stderr(&out).contains("--version"),
+            "{version:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!out.exists());
+    build(&["--name", "x", "--version", "1.2_3+4,5-rc1"]).succeeds();
+}

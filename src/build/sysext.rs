@@ -13,7 +13,7 @@ use openssl::x509::X509;
 
 use crate::build::output::{self, Output, OutputError, Outputs};
 use crate::format::gpt::{self, Arch, Designator, GptError, NewPartition, Role};
-use crate::format::release::{Release, ReleaseError};
+use crate::format::release::{self, Release, ReleaseError};
 use crate::format::signature::{self, SignatureError, SignatureJson};
 use crate::format::uuid::Uuid;
 use crate::format::verity::{self, VerityError};
@@ -272,12 +272,21 @@ pub fn build(spec: &Spec) -> Result<Report, BuildError> {
 
 fn validate(spec: &Spec) -> Result<(), BuildError> {
     let bad = |m: String| Err(BuildError::Invalid(m));
-    let name_ok = !spec.name.is_empty()
-        && !spec.name.starts_with('.')
-        && !spec.name.contains(['/', '\0'])
-        && spec.name.len() <= 255;
-    if !name_ok {
-        return bad(format!("--name {:?} is not a valid file name", spec.name));
+    if !release::image_name_is_valid(&spec.name) {
+        return bad(format!(
+            "--name {:?} is not a valid image name (a file name without control characters, \
+             not starting with '.')",
+            spec.name
+        ));
+    }
+    if let Some(v) = spec
+        .version
+        .as_deref()
+        .filter(|v| !release::version_is_valid(v))
+    {
+        return bad(format!(
+            "--version {v:?} is not a valid version (ASCII letters, digits and .,_-+ only)"
+        ));
     }
     if (spec.verity == VerityMode::Signed) != spec.signing.is_some() {
         return bad("--verity signed needs --key and --cert (and they need it)".into());
