@@ -5,7 +5,9 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 
@@ -232,4 +234,66 @@ fn build_refuses_names_and_versions_with_control_characters() {
     }
     assert!(!out.exists());
     build(&["--name", "x", "--version", "1.2_3+4,5-rc1"]).succeeds();
+}
+
+/// A zstd-compressed newc archive holding one file of `size` zeros, written streaming.
+fn zero_bomb(path: &Path, size: u64) {
+    let file = fs::File::create(path).unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(file, 3).unwrap();
+    let header = |name: &str, mode: u32, filesize: u64| {
+        let mut h = format!(
+            "070701{:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{filesize:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            1,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        )
+        .into_bytes();
+        h.extend(name.as_bytes());
+        h.push(0);
+        h.resize(h.len().div_ceil(4) * 4, 0);
+        h
+    };
+    enc.write_all(&header("zeros", 0o100644, size)).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        enc.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    enc.write_all(&header("TRAILER!!!", 0, 0)).unwrap();
+    enc.finish().unwrap();
+}
+
+#[test]
+fn inspect_streams_a_decompression_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.cpio.zst");
+    let size = 2u64 << 30;
+    zero_bomb(&bomb, size);
+    assert!(fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    // 256 MB of address space: buffering the member or the file would not fit.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 262144; exec '{BIN}' inspect '{}'",
+            s(&bomb)
+        ))
+        .output()
+        .unwrap();
+    // It streams: the entry and its size, without holding the 2 GiB.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "inspect failed: {out:?}");
+    assert!(
+        stdout.contains("zeros") && stdout.contains(&size.to_string()),
+        "{stdout}"
+    );
 }
