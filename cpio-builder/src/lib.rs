@@ -13,17 +13,21 @@
 //! aligned, and a compressed member is a single zstd frame (as the kernel's unzstd reads it) or
 //! a single gzip member. `070702` (crc) archives are read and their checksums verified. Every
 //! problem is a [`ReadError`] naming the member, offset and field; sizes taken from headers
-//! are checked against the remaining input before anything is allocated.
+//! are checked against the remaining input before anything is allocated. [`list`] walks the
+//! same members from any `io::Read`, streaming: it decompresses on the fly and skips file
+//! contents, for listing archives of any size in bounded memory.
 
 mod decompress;
 mod format;
 mod order;
 mod read;
+mod stream;
 mod write;
 
 pub use format::{Field, RawHeader, MAX_NAME_SIZE, TRAILER_NAME};
 pub use order::{clamp_mtime, path_order};
 pub use read::{Entry, ReadError, Reader, DEFAULT_DECOMPRESSED_LIMIT};
+pub use stream::{list, MAX_KEPT_DATA};
 pub use write::{Header, WriteError, Writer};
 
 /// `st_mode` file type bits, for building [`Header::mode`].

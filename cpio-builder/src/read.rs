@@ -103,6 +103,11 @@ pub enum ReadError {
         input_offset: u64,
         source: io::Error,
     },
+    #[error("input offset {input_offset}: {source}")]
+    Io {
+        input_offset: u64,
+        source: io::Error,
+    },
     #[error(
         "member {member} at input offset {input_offset}: decompresses to more than {limit} bytes"
     )]
@@ -319,13 +324,13 @@ struct Parsed<'b> {
 }
 
 /// What is wrong with a record, and where, relative to the record's first byte.
-struct Fault {
-    problem: Problem,
-    field: Field,
-    offset: usize,
+pub(crate) struct Fault {
+    pub(crate) problem: Problem,
+    pub(crate) field: Field,
+    pub(crate) offset: usize,
 }
 
-enum Problem {
+pub(crate) enum Problem {
     MissingTrailer,
     Truncated,
     BadMagic,
@@ -337,7 +342,7 @@ enum Problem {
 
 impl Fault {
     /// A fault at the start of `field` (a header field, or the name).
-    fn at(problem: Problem, field: Field) -> Fault {
+    pub(crate) fn at(problem: Problem, field: Field) -> Fault {
         Fault {
             problem,
             field,
@@ -346,7 +351,7 @@ impl Fault {
     }
 
     /// Places the fault of the record at `pos` of member `member`.
-    fn locate(self, member: usize, pos: usize) -> ReadError {
+    pub(crate) fn locate(self, member: usize, pos: usize) -> ReadError {
         let offset = (pos + self.offset) as u64;
         let field = self.field;
         match self.problem {

@@ -11,9 +11,9 @@ use log::{info, warn};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-use crate::build::output::{self, Output, OutputError};
+use crate::build::output::{self, Output, OutputError, Outputs};
 use crate::format::gpt::{self, Arch, Designator, GptError, NewPartition, Role};
-use crate::format::release::{Release, ReleaseError};
+use crate::format::release::{self, Release, ReleaseError};
 use crate::format::signature::{self, SignatureError, SignatureJson};
 use crate::format::uuid::Uuid;
 use crate::format::verity::{self, VerityError};
@@ -254,21 +254,32 @@ pub fn build(spec: &Spec) -> Result<Report, BuildError> {
         tree.nodes.len(),
         tree.content_bytes()
     );
-    let mut out = Output::create(&spec.output, spec.force)?;
+    // The image and its sidecars appear together or not at all.
+    let sidecars = sidecars(spec);
+    let targets: Vec<PathBuf> = std::iter::once(spec.output.clone())
+        .chain(
+            sidecars
+                .iter()
+                .map(|ext| output::sidecar(&spec.output, ext)),
+        )
+        .collect();
+    let mut outs = Outputs::create(&targets, spec.force)?;
+    let out = outs.get(0);
     let data_offset = if spec.split { 0 } else { gpt::FIRST_OFFSET };
     let fs_bytes = write_fs(spec, &tree, &out.file, data_offset, seed, mtime)?;
     let verity = hash_and_sign(spec, &out.file, data_offset, fs_bytes, seed, &signer)?;
     let image_bytes = match spec.split {
         true => fs_bytes,
-        false => assemble_ddi(spec, &mut out, seed, fs_bytes, verity.as_ref())?,
+        false => assemble_ddi(spec, out, seed, fs_bytes, verity.as_ref())?,
     };
-    let output = out.commit()?;
-    // --split: every sidecar; --verity defer: the root hash to sign, beside the image.
-    if let (true, Some(v)) = (spec.split || spec.verity == VerityMode::Defer, &verity) {
-        write_sidecars(spec, v)?;
+    if let Some(v) = &verity {
+        for (i, ext) in sidecars.iter().enumerate() {
+            outs.get(i + 1).write_all(&sidecar_bytes(v, ext))?;
+        }
     }
+    outs.commit()?;
     Ok(Report {
-        output,
+        output: spec.output.clone(),
         seed,
         files: tree.nodes.len(),
         content_bytes: tree.content_bytes(),
@@ -282,12 +293,21 @@ pub fn build(spec: &Spec) -> Result<Report, BuildError> {
 
 fn validate(spec: &Spec) -> Result<(), BuildError> {
     let bad = |m: String| Err(BuildError::Invalid(m));
-    let name_ok = !spec.name.is_empty()
-        && !spec.name.starts_with('.')
-        && !spec.name.contains(['/', '\0'])
-        && spec.name.len() <= 255;
-    if !name_ok {
-        return bad(format!("--name {:?} is not a valid file name", spec.name));
+    if !release::image_name_is_valid(&spec.name) {
+        return bad(format!(
+            "--name {:?} is not a valid image name (a file name without control characters, \
+             not starting with '.')",
+            spec.name
+        ));
+    }
+    if let Some(v) = spec
+        .version
+        .as_deref()
+        .filter(|v| !release::version_is_valid(v))
+    {
+        return bad(format!(
+            "--version {v:?} is not a valid version (ASCII letters, digits and .,_-+ only)"
+        ));
     }
     if (spec.verity == VerityMode::Signed) != spec.signing.is_some() {
         return bad("--verity signed needs --key and --cert (and they need it)".into());
@@ -671,21 +691,30 @@ fn assemble_ddi(
     Ok(total)
 }
 
-/// `--split`: `X.roothash`, `X.roothash.p7s`, `X.verity` beside the naked filesystem `X.raw`;
-/// `--verity defer`: `X.roothash` beside the image.
-fn write_sidecars(spec: &Spec, v: &Verity) -> Result<(), BuildError> {
-    let out = spec.output.to_string_lossy();
-    let stem = out.strip_suffix(".raw").unwrap_or(&out);
-    let root_hash = format!("{}\n", hex::encode(&v.root_hash)).into_bytes();
-    let mut files = vec![("roothash", &root_hash)];
+/// `--split`: `X.roothash`, `X.verity` and (signed) `X.roothash.p7s` beside the naked
+/// filesystem `X.raw`; `--verity defer`: `X.roothash` beside the image.
+fn sidecars(spec: &Spec) -> Vec<&'static str> {
+    let mut exts = Vec::new();
+    if spec.verity == VerityMode::Off || !(spec.split || spec.verity == VerityMode::Defer) {
+        return exts;
+    }
+    exts.push("roothash");
     if spec.split {
-        files.push(("verity", &v.area));
+        exts.push("verity");
     }
-    if let Some(sig) = &v.signature {
-        files.push(("roothash.p7s", &sig.der));
+    if spec.verity == VerityMode::Signed {
+        exts.push("roothash.p7s");
     }
-    for (ext, bytes) in files {
-        output::write(Path::new(&format!("{stem}.{ext}")), bytes, spec.force)?;
+    exts
+}
+
+/// The content of sidecar `ext`.
+fn sidecar_bytes<'a>(v: &'a Verity, ext: &str) -> std::borrow::Cow<'a, [u8]> {
+    match (ext, &v.signature) {
+        ("verity", _) => (&v.area[..]).into(),
+        ("roothash.p7s", Some(sig)) => (&sig.der[..]).into(),
+        _ => format!("{}\n", hex::encode(&v.root_hash))
+            .into_bytes()
+            .into(),
     }
-    Ok(())
 }

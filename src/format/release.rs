@@ -224,6 +224,24 @@ pub fn image_name(file_name: &str) -> &str {
     base.strip_suffix(".sysext").unwrap_or(base)
 }
 
+/// systemd's `filename_is_valid`: not empty, `.` or `..`, no `/`, at most NAME_MAX bytes.
+fn filename_is_valid(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && s.len() <= 255
+}
+
+/// systemd's `image_name_is_valid` (a valid file name without control characters), and no
+/// leading `.` (systemd-sysext ignores hidden files).
+pub fn image_name_is_valid(s: &str) -> bool {
+    filename_is_valid(s) && !s.starts_with('.') && !s.bytes().any(|b| b < b' ' || b == 0x7f)
+}
+
+/// systemd's `version_is_valid`: a valid file name of ASCII letters, digits and `.,_-+`.
+pub fn version_is_valid(s: &str) -> bool {
+    filename_is_valid(s)
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".,_-+".contains(&b))
+}
+
 /// A candidate file in `usr/lib/extension-release.d/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -382,6 +400,25 @@ mod tests {
         Candidate {
             file_name: format!("extension-release.{name}"),
             not_strict,
+        }
+    }
+
+    #[test]
+    fn image_names_and_versions_follow_systemd() {
+        for ok in ["btrfs", "kubectl-1.29.x86-64", "a b", "ü", "a.b"] {
+            assert!(image_name_is_valid(ok), "{ok:?}");
+        }
+        let long = "x".repeat(256);
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "a\nb", "a\tb", "a\x7fb", "a\0b", &long,
+        ] {
+            assert!(!image_name_is_valid(bad), "{bad:?}");
+        }
+        for ok in ["1", "1.2.3", "1.2_3+4,5-rc1", "v2"] {
+            assert!(version_is_valid(ok), "{ok:?}");
+        }
+        for bad in ["", ".", "..", "1 2", "1\n2", "1/2", "1~2", "1:2", "\u{e9}"] {
+            assert!(!version_is_valid(bad), "{bad:?}");
         }
     }
 

@@ -83,6 +83,7 @@ impl SignatureJson {
         }
         let value: serde_json::Value = serde_json::from_slice(&bytes[..end])
             .map_err(|e| SignatureError::Json(e.to_string()))?;
+        check_unique_keys(&bytes[..end])?;
         let field = |name: &'static str| value.get(name).and_then(|v| v.as_str());
         let missing = |field| SignatureError::Field {
             field,
@@ -102,6 +103,49 @@ impl SignatureJson {
             signature,
         })
     }
+}
+
+/// Refuses an object holding a key twice, at any depth: serde_json keeps the last value, a
+/// different reader may keep the first. `json` is valid JSON (serde_json has parsed it); keys
+/// are compared decoded, so `"root\u0048ash"` is `"rootHash"`.
+fn check_unique_keys(json: &[u8]) -> Result<(), SignatureError> {
+    use std::collections::HashSet;
+    // One entry per open container: the keys seen, for an object; None for an array.
+    let mut open: Vec<Option<HashSet<String>>> = Vec::new();
+    let mut key_next = false;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'{' => {
+                open.push(Some(HashSet::new()));
+                key_next = true;
+            }
+            b'[' => open.push(None),
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => key_next = matches!(open.last(), Some(Some(_))),
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                let literal = json.get(start..=i).unwrap_or_default();
+                if let (true, Some(Some(keys))) = (key_next, open.last_mut()) {
+                    let key: String = serde_json::from_slice(literal)
+                        .map_err(|e| SignatureError::Json(e.to_string()))?;
+                    if !keys.insert(key.clone()) {
+                        return Err(SignatureError::Json(format!("duplicate key {key:?}")));
+                    }
+                }
+                key_next = false;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn check_hex(field: &'static str, s: &str) -> Result<(), SignatureError> {
@@ -205,5 +249,25 @@ mod tests {
             })
         ));
         assert!(SignatureJson::parse(b"{").is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let sig = "\"signature\":\"AQID\"";
+        let good = format!("{{\"rootHash\":\"{a}\",{sig},\"x\":{{\"rootHash\":1}}}}");
+        assert_eq!(SignatureJson::parse(good.as_bytes()).unwrap().root_hash, a);
+        for dup in [
+            format!("{{\"rootHash\":\"{a}\",{sig},\"rootHash\":\"{b}\"}}"),
+            format!("{{\"rootHash\":\"{a}\",{sig},\"root\\u0048ash\":\"{b}\"}}"),
+            format!("{{\"rootHash\":\"{a}\",{sig},{sig}}}"),
+            format!("{{\"rootHash\":\"{a}\",{sig},\"x\":[{{\"k\":1,\"k\":2}}]}}"),
+        ] {
+            let err = SignatureJson::parse(dup.as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, SignatureError::Json(m) if m.contains("duplicate key")),
+                "{dup}: {err}"
+            );
+        }
     }
 }

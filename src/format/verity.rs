@@ -12,7 +12,10 @@ use crate::format::uuid::Uuid;
 
 pub const SUPERBLOCK_SIZE: usize = 512;
 const MAGIC: &[u8; 8] = b"verity\0\0";
-const DIGEST: usize = 32;
+/// Size of a sha256 digest: the root hash and each hash in the tree.
+pub const DIGEST: usize = 32;
+/// Largest block size dm-verity takes: the page size.
+const MAX_BLOCK_SIZE: u32 = 4096;
 /// Bytes read per I/O while hashing.
 const CHUNK: usize = 1 << 20;
 
@@ -30,6 +33,8 @@ pub enum VerityError {
     },
     #[error("root hash mismatch: the hash tree gives {computed}, expected {expected}")]
     RootHash { computed: String, expected: String },
+    #[error("root hash of {0} bytes: expected {DIGEST} (sha256)")]
+    RootHashSize(usize),
     #[error("verity I/O at {what}: {source}")]
     Io { what: String, source: io::Error },
 }
@@ -121,14 +126,16 @@ impl Params {
                 format!("{:?} is not supported (only sha256)", self.algorithm),
             );
         }
+        // What the kernel's dm-verity accepts: powers of two from 512 up to the page size
+        // (4096, the smallest of the pages of the architectures we run on).
         for (field, size) in [
             ("data block size", self.data_block_size),
             ("hash block size", self.hash_block_size),
         ] {
-            if !size.is_power_of_two() || !(512..=1 << 20).contains(&size) {
+            if !size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&size) {
                 return bad(
                     field,
-                    format!("{size} is not a power of two in 512..=1048576"),
+                    format!("{size} is not a power of two in 512..={MAX_BLOCK_SIZE}"),
                 );
             }
         }
@@ -307,10 +314,26 @@ pub fn verify(
     hash_offset: u64,
     root_hash: &[u8],
 ) -> Result<Params, VerityError> {
+    if root_hash.len() != DIGEST {
+        return Err(VerityError::RootHashSize(root_hash.len()));
+    }
     let sb = hash
         .read_vec_at(hash_offset, SUPERBLOCK_SIZE as u64)
         .map_err(io_at(format!("verity superblock (byte {hash_offset})")))?;
     let params = Params::parse(&sb)?;
+    let data_size = data.size().map_err(io_at("the data's size"))?;
+    if data_offset
+        .checked_add(params.data_size())
+        .is_none_or(|end| end > data_size)
+    {
+        return Err(VerityError::Superblock {
+            field: "data blocks",
+            reason: format!(
+                "{} blocks of {} bytes run past the end of the data",
+                params.data_blocks, params.data_block_size
+            ),
+        });
+    }
     let hbs = params.hash_block_size as usize;
     let salted = salted(&params);
     let tree_at = hash_offset + params.tree_offset();
@@ -392,6 +415,48 @@ mod tests {
         bad[80] = 0xff;
         bad[81] = 0xff;
         assert!(Params::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn block_sizes_the_kernel_refuses_are_refused() {
+        for (at, field) in [(64, "data block size"), (68, "hash block size")] {
+            for size in [256u32, 3000, 8192, 1 << 20] {
+                let mut sb = params(300).superblock();
+                sb[at..at + 4].copy_from_slice(&size.to_le_bytes());
+                let err = Params::parse(&sb).unwrap_err();
+                assert!(
+                    matches!(err, VerityError::Superblock { field: f, .. } if f == field),
+                    "{field} {size}: {err}"
+                );
+            }
+        }
+        let mut p = params(300);
+        p.data_block_size = 512;
+        p.hash_block_size = 1024;
+        assert_eq!(Params::parse(&p.superblock()).unwrap(), p);
+    }
+
+    #[test]
+    fn short_root_hash_or_data_is_an_error() {
+        let data = vec![5u8; 3 * 4096];
+        let p = params(3);
+        let t = build(&data[..], 0, &p).unwrap();
+        let mut area = p.superblock().to_vec();
+        area.resize(4096, 0);
+        area.extend_from_slice(&t.tree);
+        for short in [&t.root_hash[..31], &[][..]] {
+            assert!(matches!(
+                verify(&data[..], 0, &area[..], 0, short),
+                Err(VerityError::RootHashSize(_))
+            ));
+        }
+        assert!(matches!(
+            verify(&data[..2 * 4096], 0, &area[..], 0, &t.root_hash),
+            Err(VerityError::Superblock {
+                field: "data blocks",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Dissected {
     pub arch: Option<Arch>,
     pub data: Region,
     pub fs: FsType,
+    /// The filesystem's size by its own superblock (None for an unknown filesystem).
+    pub fs_size: Option<u64>,
     pub hash: Option<HashSource>,
     pub verity: Option<verity::Params>,
     pub signature: Option<SignatureJson>,
@@ -196,6 +198,7 @@ fn dissect_gpt(
             "a signature partition without a verity partition".into(),
         ));
     }
+    check_disjoint(path, [Some(data), verity_part, sig_part])?;
     let verity = verity_part
         .map(|v| read_superblock(path, file, v.offset))
         .transpose()?;
@@ -204,10 +207,11 @@ fn dissect_gpt(
         None => (None, false),
     };
     let uuid_root_hash = verity_part.map(|v| [data.uuid.0, v.uuid.0].concat());
+    let (fs, fs_size) = probe_fs(path, file, data.offset)?;
     let root_hash = match &signature {
         Some(sig) => Some(
-            hex::decode(&sig.root_hash)
-                .map_err(|_| layout(path, "signature rootHash is not hex".into()))?,
+            root_hash_bytes(&sig.root_hash)
+                .map_err(|e| layout(path, format!("signature rootHash: {e}")))?,
         ),
         None => sidecar_root_hash(path)?.or(uuid_root_hash.clone()),
     };
@@ -216,7 +220,8 @@ fn dissect_gpt(
         designator: Some(d),
         arch: Some(a),
         data: region(data),
-        fs: probe_fs(path, file, data.offset)?,
+        fs,
+        fs_size,
         hash: verity_part.map(|v| HashSource::Partition(region(v))),
         verity,
         signature,
@@ -225,6 +230,32 @@ fn dissect_gpt(
         signature_deferred: deferred,
         table: Some(table),
     })
+}
+
+/// The data, verity and signature partitions must not share a byte: the data must not
+/// reach into what describes it.
+fn check_disjoint(path: &Path, parts: [Option<&Partition>; 3]) -> Result<(), DissectError> {
+    let parts: Vec<&Partition> = parts.into_iter().flatten().collect();
+    for (i, a) in parts.iter().enumerate() {
+        for b in &parts[i + 1..] {
+            let end = |p: &Partition| p.offset.saturating_add(p.size);
+            if a.offset < end(b) && b.offset < end(a) {
+                return Err(layout(
+                    path,
+                    format!(
+                        "partition {} (bytes {}..{}) overlaps partition {} (bytes {}..{})",
+                        a.number,
+                        a.offset,
+                        end(a),
+                        b.number,
+                        b.offset,
+                        end(b)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_superblock(
@@ -269,14 +300,61 @@ fn read_signature(
     Ok((Some(SignatureJson::parse(&bytes).map_err(sig_err)?), false))
 }
 
-fn probe_fs(path: &Path, blob: &(impl Blob + ?Sized), offset: u64) -> Result<FsType, DissectError> {
+/// The filesystem type at `offset`, and the size its superblock claims (what the mounted
+/// filesystem may read), when the type is known.
+fn probe_fs(
+    path: &Path,
+    blob: &(impl Blob + ?Sized),
+    offset: u64,
+) -> Result<(FsType, Option<u64>), DissectError> {
     let mut head = vec![0u8; 4096];
     blob.read_exact_at(&mut head, offset)
         .map_err(|source| DissectError::Io {
             path: path.to_owned(),
             source,
         })?;
-    Ok(FsType::probe(&head))
+    let fs = FsType::probe(&head);
+    Ok((fs, fs_size(fs, &head)))
+}
+
+/// The bytes a filesystem spans by its superblock in `head` (its first 4 KiB): erofs
+/// `blocks << blkszbits`, squashfs `bytes_used`, ext4 `blocks_count << (10 + log_block_size)`.
+pub fn fs_size(fs: FsType, head: &[u8]) -> Option<u64> {
+    let le32 = |at: usize| Some(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?));
+    match fs {
+        FsType::Erofs => {
+            let at = erofs::layout::SB_OFFSET;
+            let sb = head.get(at..at + erofs::layout::SB_LEN)?;
+            let sb = erofs::layout::Superblock::decode(sb, at as u64).ok()?;
+            Some(u64::from(sb.blocks) << sb.blkszbits)
+        }
+        FsType::Squashfs => {
+            let sb = head.get(..squashfs::layout::Superblock::SIZE)?;
+            Some(squashfs::layout::Superblock::parse(sb.try_into().ok()?).bytes_used)
+        }
+        FsType::Ext4 => {
+            let log = le32(1024 + 24)?;
+            let lo = u64::from(le32(1024 + 4)?);
+            let hi = match le32(1024 + 0x60)? & 0x80 != 0 {
+                true => u64::from(le32(1024 + 0x150)?),
+                false => 0,
+            };
+            (log <= 6).then(|| (hi << 32 | lo) << (10 + log))
+        }
+        FsType::Unknown => None,
+    }
+}
+
+/// A sha256 root hash from its hex form: exactly 64 hex digits.
+fn root_hash_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let want = 2 * verity::DIGEST;
+    if text.len() != want {
+        return Err(format!(
+            "{} characters, expected {want} hex digits (a sha256 root hash)",
+            text.len()
+        ));
+    }
+    hex::decode(text).map_err(|e| format!("{e}, expected {want} hex digits"))
 }
 
 /// `X.roothash` beside `X.raw` (hex, whitespace trimmed).
@@ -285,9 +363,9 @@ fn sidecar_root_hash(path: &Path) -> Result<Option<Vec<u8>>, DissectError> {
     let Ok(text) = std::fs::read_to_string(&p) else {
         return Ok(None);
     };
-    hex::decode(text.trim())
+    root_hash_bytes(text.trim())
         .map(Some)
-        .map_err(|e| layout(&p, format!("not a hex root hash: {e}")))
+        .map_err(|e| layout(&p, format!("not a root hash: {e}")))
 }
 
 /// `X.<ext>` for image `X.raw`.
@@ -299,7 +377,7 @@ pub fn sidecar(path: &Path, ext: &str) -> PathBuf {
 
 /// A naked filesystem image with optional `.roothash`, `.roothash.p7s` and `.verity` sidecars.
 fn dissect_naked(path: &Path, file: &File, size: u64) -> Result<Dissected, DissectError> {
-    let fs = probe_fs(path, file, 0)?;
+    let (fs, fs_size) = probe_fs(path, file, 0)?;
     if fs == FsType::Unknown {
         return Err(layout(
             path,
@@ -327,6 +405,7 @@ fn dissect_naked(path: &Path, file: &File, size: u64) -> Result<Dissected, Disse
         arch: None,
         data: Region { offset: 0, size },
         fs,
+        fs_size,
         hash: verity.as_ref().map(|_| HashSource::Sidecar(verity_path)),
         verity,
         signature,

@@ -161,14 +161,20 @@ pub fn is_cpio(path: &Path) -> std::io::Result<bool> {
         || head.starts_with(&[0x1f, 0x8b]))
 }
 
-/// Every entry of every concatenated member, as JSON objects.
+/// Most entries `inspect` lists (each costs its JSON object; real initrds hold thousands).
+pub const MAX_CPIO_ENTRIES: usize = 200_000;
+
+/// Every entry of every concatenated member, as JSON objects. The archive is streamed: file
+/// contents are skipped, never held (a small initrd can decompress to gigabytes).
 pub fn cpio_entries(path: &Path) -> Result<Value, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reader =
-        cpio_builder::Reader::from_read(file).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for entry in reader {
-        let e = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut out, mut too_many) = (Vec::new(), false);
+    let limit = cpio_builder::DEFAULT_DECOMPRESSED_LIMIT;
+    cpio_builder::list(file, limit, |e| {
+        too_many = out.len() == MAX_CPIO_ENTRIES;
+        if too_many {
+            return false;
+        }
         let h = &e.raw;
         let symlink = h.mode & cpio_builder::mode::S_IFMT == cpio_builder::mode::S_IFLNK;
         out.push(json!({
@@ -177,6 +183,14 @@ pub fn cpio_entries(path: &Path) -> Result<Value, String> {
             "rdev": format!("{}:{}", h.rdev_major, h.rdev_minor),
             "target": symlink.then(|| String::from_utf8_lossy(&e.data).into_owned()),
         }));
+        true
+    })
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    if too_many {
+        return Err(format!(
+            "{}: more than {MAX_CPIO_ENTRIES} entries, more than inspect lists",
+            path.display()
+        ));
     }
     Ok(Value::Array(out))
 }

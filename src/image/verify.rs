@@ -84,13 +84,7 @@ pub fn verify(image: &Path, certs: &[X509]) -> Result<Verified, VerifyError> {
             )));
         }
     }
-    if params.data_size() > d.data.size {
-        return Err(refused(format!(
-            "verity covers {} bytes but the data is only {} bytes",
-            params.data_size(),
-            d.data.size
-        )));
-    }
+    check_coverage(&d, params).map_err(refused)?;
     check_tree(image, &d.data, hash, &root_hash)?;
     let sig_err = |source| VerifyError::Signature {
         path: image.to_owned(),
@@ -111,6 +105,46 @@ pub fn verify(image: &Path, certs: &[X509]) -> Result<Verified, VerifyError> {
         signer_subject: signature::subject(&signer),
         signer_fingerprint: fp,
     })
+}
+
+/// Every byte the mounted filesystem can read must be under the signed root hash: the verity
+/// superblock is not signed, so its `data_blocks` must cover the filesystem's own size (and
+/// stay within the data partition), and the tree must fit its partition.
+fn check_coverage(d: &dissect::Dissected, params: &verity::Params) -> Result<(), String> {
+    let covered = params.data_size();
+    let (blocks, bs) = (params.data_blocks, params.data_block_size);
+    if covered > d.data.size {
+        return Err(format!(
+            "verity superblock data blocks: {blocks} blocks of {bs} bytes ({covered} bytes) \
+             exceed the data's {} bytes",
+            d.data.size
+        ));
+    }
+    let Some(fs_size) = d.fs_size else {
+        return Err(format!(
+            "cannot tell the size of a {} filesystem: verity coverage cannot be checked",
+            d.fs.name()
+        ));
+    };
+    let fs_span = fs_size.div_ceil(u64::from(bs)) * u64::from(bs);
+    if covered < fs_span {
+        return Err(format!(
+            "verity superblock data blocks: {blocks} blocks of {bs} bytes ({covered} bytes) \
+             do not cover the {} filesystem's {fs_size} bytes (expected at least {} blocks)",
+            d.fs.name(),
+            fs_span / u64::from(bs)
+        ));
+    }
+    if let Some(HashSource::Partition(r)) = &d.hash {
+        if params.hash_area_size() > r.size {
+            return Err(format!(
+                "the verity hash area needs {} bytes but its partition has {}",
+                params.hash_area_size(),
+                r.size
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_tree(
