@@ -174,14 +174,7 @@ pub struct Spec {
     pub version: Option<String>,
     pub scope: String,
     pub identity: Identity,
-    pub arch: Arch,
-    pub fs: FsKind,
-    pub designator: Designator,
-    pub verity: VerityMode,
-    /// Which of `usr/` and `opt/` the image carries (repart `CopyFiles=`).
-    pub hierarchies: Hierarchies,
-    /// GPT labels and flags other than the defaults (read-only, `root-x86-64…`).
-    pub partitions: Overrides,
+    pub layout: Layout,
     pub signing: Option<(PathBuf, PathBuf)>,
     pub seed: Option<Uuid>,
     pub split: bool,
@@ -194,14 +187,6 @@ impl Spec {
     /// `build sysext`'s defaults around a layout: an `initrd`-scope image, identity derived
     /// from the trees, unsigned.
     pub fn new(tree: PathBuf, name: String, output: PathBuf, layout: Layout) -> Spec {
-        let Layout {
-            arch,
-            fs,
-            designator,
-            verity,
-            hierarchies,
-            partitions,
-        } = layout;
         Spec {
             tree,
             extra_trees: Vec::new(),
@@ -210,12 +195,7 @@ impl Spec {
             version: None,
             scope: "initrd".into(),
             identity: Identity::Derived,
-            arch,
-            fs,
-            designator,
-            verity,
-            hierarchies,
-            partitions,
+            layout,
             signing: None,
             seed: None,
             split: false,
@@ -309,10 +289,10 @@ fn validate(spec: &Spec) -> Result<(), BuildError> {
             "--version {v:?} is not a valid version (ASCII letters, digits and .,_-+ only)"
         ));
     }
-    if (spec.verity == VerityMode::Signed) != spec.signing.is_some() {
+    if (spec.layout.verity == VerityMode::Signed) != spec.signing.is_some() {
         return bad("--verity signed needs --key and --cert (and they need it)".into());
     }
-    if spec.designator == Designator::Usr && spec.verity == VerityMode::Off {
+    if spec.layout.designator == Designator::Usr && spec.layout.verity == VerityMode::Off {
         warn!("a usr partition without verity is accepted by systemd only under a permissive image policy");
     }
     Ok(())
@@ -344,7 +324,7 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
     };
     let mut full = Tree::scan(&spec.tree, &scan)?;
     full.graft_all(&spec.extra_trees, &scan)?;
-    let mut tree = keep_hierarchies(&full, spec.hierarchies, spec.base.as_deref());
+    let mut tree = keep_hierarchies(&full, spec.layout.hierarchies, spec.base.as_deref());
     let rel_path = format!(
         "usr/lib/extension-release.d/extension-release.{}",
         spec.name
@@ -361,7 +341,7 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
         mark_not_strict(&mut meta);
     }
     tree.insert(&rel_path, meta, kind, &dir_meta)?;
-    Ok(match spec.designator {
+    Ok(match spec.layout.designator {
         Designator::Root => tree,
         Designator::Usr => tree.subtree(tree.lookup("usr").expect("usr was just populated")),
     })
@@ -451,7 +431,7 @@ fn extension_release(spec: &Spec, tree: &Tree, rel_path: &str) -> Result<String,
             }
         }
     }
-    derived.set("ARCHITECTURE", spec.arch.name());
+    derived.set("ARCHITECTURE", spec.layout.arch.name());
     derived.set("SYSEXT_SCOPE", &spec.scope);
     derived.set("SYSEXT_ID", &spec.name);
     if let Some(v) = &spec.version {
@@ -515,7 +495,7 @@ fn write_fs(
     mtime: i64,
 ) -> Result<u64, BuildError> {
     let t = Instant::now();
-    let len = match spec.fs {
+    let len = match spec.layout.fs {
         FsKind::Erofs => {
             let opts = erofs::Options {
                 uuid: Uuid::derive(&seed, "erofs-uuid").0,
@@ -533,7 +513,7 @@ fn write_fs(
     };
     info!(
         "{}: {} bytes in {:.2}s",
-        spec.fs.name(),
+        spec.layout.fs.name(),
         len,
         t.elapsed().as_secs_f64()
     );
@@ -553,7 +533,7 @@ struct Signed {
     fingerprint: String,
 }
 
-/// Hashes the filesystem at `offset` of `file` and signs the root hash (per `spec.verity`).
+/// Hashes the filesystem at `offset` of `file` and signs the root hash (per `spec.layout.verity`).
 fn hash_and_sign(
     spec: &Spec,
     file: &File,
@@ -562,7 +542,7 @@ fn hash_and_sign(
     seed: Uuid,
     signer: &Option<(PKey<Private>, X509)>,
 ) -> Result<Option<Verity>, BuildError> {
-    if spec.verity == VerityMode::Off {
+    if spec.layout.verity == VerityMode::Off {
         return Ok(None);
     }
     let t = Instant::now();
@@ -623,9 +603,9 @@ fn assemble_ddi(
     fs_bytes: u64,
     verity: Option<&Verity>,
 ) -> Result<u64, BuildError> {
-    let (d, a) = (spec.designator, spec.arch);
+    let (d, a) = (spec.layout.designator, spec.layout.arch);
     let part = |role, uuid, offset, size| {
-        let custom = spec.partitions.get(role);
+        let custom = spec.layout.partitions.get(role);
         NewPartition {
             type_uuid: gpt::type_uuid(d, role, a),
             uuid,
@@ -675,7 +655,7 @@ fn assemble_ddi(
             if let Some(sig) = &v.signature {
                 write_at(&out.file, &sig.partition, sig_off, &spec.output)?;
                 parts.push(sig_part(sig.partition.len() as u64));
-            } else if spec.verity == VerityMode::Defer {
+            } else if spec.layout.verity == VerityMode::Defer {
                 // Zero-filled: `sign` writes the JSON here later, at the same place.
                 parts.push(sig_part(signature::PARTITION_SIZE as u64));
             }
@@ -695,14 +675,16 @@ fn assemble_ddi(
 /// filesystem `X.raw`; `--verity defer`: `X.roothash` beside the image.
 fn sidecars(spec: &Spec) -> Vec<&'static str> {
     let mut exts = Vec::new();
-    if spec.verity == VerityMode::Off || !(spec.split || spec.verity == VerityMode::Defer) {
+    if spec.layout.verity == VerityMode::Off
+        || !(spec.split || spec.layout.verity == VerityMode::Defer)
+    {
         return exts;
     }
     exts.push("roothash");
     if spec.split {
         exts.push("verity");
     }
-    if spec.verity == VerityMode::Signed {
+    if spec.layout.verity == VerityMode::Signed {
         exts.push("roothash.p7s");
     }
     exts
