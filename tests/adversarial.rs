@@ -585,14 +585,18 @@ fn expectation(input: &Input, m: &Mutant) -> Expect {
 const RSA_VALUE: usize = 256;
 const RSA_HEADER: [u8; 4] = [0x04, 0x82, 0x01, 0x00];
 
-/// Whether a PKCS#7 changed in what binds it to the root hash: its length or its RSA signature
-/// value. The rest of the DER (version numbers, algorithm identifiers, the issuer's spelling) is
-/// covered by nothing, and OpenSSL accepts many changes to it (see
-/// `known_bug_pkcs7_algorithm_identifiers_are_not_checked`).
+/// Whether a PKCS#7 changed in what binds it to the root hash: it lost bytes, or its RSA
+/// signature value changed. The rest of the DER (version numbers, algorithm identifiers, the
+/// issuer's spelling) is covered by nothing and OpenSSL accepts many changes to it (see
+/// `known_bug_pkcs7_algorithm_identifiers_are_not_checked`); so are bytes appended after it,
+/// which OpenSSL ignores (mutants 4770, 4890, 5862).
 fn pkcs7_changed(before: &[u8], after: &[u8]) -> Option<String> {
-    let value = |d: &[u8]| d.len().checked_sub(RSA_VALUE).map(|at| d[at..].to_vec());
-    if before.len() != after.len() {
-        Some("PKCS#7 length changed".into())
+    let value = |d: &[u8]| {
+        d.get(before.len() - RSA_VALUE..before.len())
+            .map(<[u8]>::to_vec)
+    };
+    if after.len() < before.len() {
+        Some("PKCS#7 truncated".into())
     } else if value(before) != value(after) {
         Some("RSA signature value changed".into())
     } else {
