@@ -1,9 +1,16 @@
 //! A short, deterministic fuzz run over the parsers that see untrusted bytes (GPT, verity
-//! superblock, signature JSON, release files, mkosi configuration): mutated valid inputs must
-//! give Ok or a typed error, never a panic. The cargo-fuzz targets in fuzz/ run them longer.
+//! superblock, signature JSON, release files, mkosi configuration, erofs, squashfs, cpio,
+//! modules.dep and friends): mutated valid inputs must give Ok or a typed error, never a panic.
+//! The cargo-fuzz targets in fuzz/ run the same entry points longer.
 
-use initrd_sysext::format::{blob::Blob, gpt, release, signature, unit, verity};
-use test_support::Rng;
+use std::fs;
+use std::path::Path;
+
+use initrd_sysext::format::{
+    blob::Blob, erofs, gpt, kmod, release, signature, squashfs, unit, verity,
+};
+use initrd_sysext::tree::{ScanOptions, Tree};
+use test_support::{write_tree, Rng};
 
 /// Applies 1–8 random mutations: bit flips, byte sets, truncation, interesting values.
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -148,4 +155,177 @@ fn unit_parser_survives_mutations() {
             }
         }
     });
+}
+
+/// A small tree for the filesystem readers: the extension-release file (with an xattr when
+/// the filesystem takes one), a file with a tail, a symlink, a directory of several entries.
+fn fs_tree() -> (tempfile::TempDir, Tree) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    let tail: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 253) as u8).collect();
+    write_tree(
+        &root,
+        &[
+            (FS_RELEASE, b"ID=_any\nSYSEXT_SCOPE=initrd\n", 0o644),
+            ("usr/lib/os-release", b"ID=debian\n", 0o644),
+            ("usr/bin/tool", &tail, 0o755),
+        ],
+    );
+    for i in 0..12 {
+        write_tree(&root, &[(&format!("usr/lib/f{i}"), &[i as u8; 3], 0o644)]);
+    }
+    std::os::unix::fs::symlink("tool", root.join("usr/bin/link")).unwrap();
+    let _ = rustix::fs::setxattr(
+        root.join(FS_RELEASE),
+        "user.extension-release.strict",
+        b"0",
+        rustix::fs::XattrFlags::empty(),
+    );
+    let tree = Tree::scan(&root, &ScanOptions::default()).unwrap();
+    (dir, tree)
+}
+
+const FS_RELEASE: &str = "usr/lib/extension-release.d/extension-release.x";
+
+/// What the erofs and squashfs cargo-fuzz targets do with an opened image.
+macro_rules! exercise_fs {
+    ($r:expr) => {{
+        let r = $r;
+        for dir in ["", "usr", "usr/lib", "usr/lib/extension-release.d"] {
+            let _ = r.list(dir);
+        }
+        for file in ["usr/lib/os-release", FS_RELEASE, "usr/bin/tool"] {
+            let _ = r.read_file(file, 1 << 20);
+            let _ = r.xattr(file, "user.extension-release.strict");
+        }
+    }};
+}
+
+fn image(write: impl FnOnce(&fs::File)) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    write(&fs::File::create(&path).unwrap());
+    fs::read(&path).unwrap()
+}
+
+#[test]
+fn erofs_reader_survives_mutations() {
+    let (_dir, tree) = fs_tree();
+    let opts = erofs::Options {
+        uuid: [1; 16],
+        build_time: 1,
+    };
+    let img = image(|f| {
+        erofs::write(&tree, f, 0, &opts).unwrap();
+    });
+    let r = erofs::Reader::open(&img[..], 0).unwrap();
+    assert_eq!(
+        r.read_file(FS_RELEASE, 4096).unwrap(),
+        b"ID=_any\nSYSEXT_SCOPE=initrd\n"
+    );
+    run(6, 3_000, &img, |b| {
+        // Most mutants get a valid superblock checksum, so that the metadata is reached.
+        let mut b = b.to_vec();
+        if b.len() >= 4096 && b[0] != 0xff {
+            b[1028..1032].fill(0);
+            let crc = erofs::layout::crc32c(&b[1024..4096]);
+            b[1028..1032].copy_from_slice(&crc.to_le_bytes());
+        }
+        if let Ok(r) = erofs::Reader::open(&b[..], 0) {
+            exercise_fs!(&r);
+        }
+    });
+}
+
+#[test]
+fn squashfs_reader_survives_mutations() {
+    let (_dir, tree) = fs_tree();
+    let img = image(|f| {
+        squashfs::write(&tree, f, 0, &squashfs::Options::default()).unwrap();
+    });
+    let r = squashfs::Reader::open(&img[..], 0).unwrap();
+    assert_eq!(r.list("usr/bin").unwrap().len(), 2);
+    run(7, 3_000, &img, |b| {
+        if let Ok(r) = squashfs::Reader::open(b, 0) {
+            exercise_fs!(&r);
+        }
+    });
+}
+
+/// What the cpio cargo-fuzz target does: every entry, decompression capped at 16 MiB.
+fn read_cpio(b: &[u8]) {
+    for e in cpio_builder::Reader::new(b)
+        .decompressed_limit(16 << 20)
+        .flatten()
+    {
+        let _ = e.header();
+    }
+}
+
+fn sample_cpio() -> Vec<u8> {
+    let mut w = cpio_builder::Writer::new(Vec::new());
+    let h = |name: &str, mode: u32| cpio_builder::Header {
+        name: name.as_bytes().to_vec(),
+        mode,
+        ..Default::default()
+    };
+    use cpio_builder::mode::{S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
+    w.dir(&h("usr", S_IFDIR | 0o755)).unwrap();
+    let data = b"#!/bin/sh\necho hi\n";
+    w.file(
+        &h("usr/tool", S_IFREG | 0o755),
+        data.len() as u64,
+        &mut &data[..],
+    )
+    .unwrap();
+    w.symlink(&h("usr/link", S_IFLNK | 0o777), b"tool").unwrap();
+    let mut console = h("console", S_IFCHR | 0o600);
+    (console.rdev_major, console.rdev_minor) = (5, 1);
+    w.special(&console).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn cpio_reader_survives_mutations() {
+    let plain = sample_cpio();
+    assert_eq!(cpio_builder::Reader::new(&plain).count(), 4);
+    run(8, 5_000, &plain, read_cpio);
+    // A compressed member, then a plain one after it.
+    let mut two = zstd::encode_all(&plain[..], 3).unwrap();
+    two.resize(two.len().next_multiple_of(4), 0);
+    two.extend_from_slice(&plain);
+    assert_eq!(cpio_builder::Reader::new(&two).count(), 8);
+    run(9, 3_000, &two, read_cpio);
+    // Mutations inside the frame, compressed again.
+    run(10, 2_000, &plain, |b| {
+        read_cpio(&zstd::encode_all(b, 1).unwrap());
+    });
+}
+
+/// What the kmod cargo-fuzz target does: four texts split at NUL bytes, then closures.
+fn parse_kmod(b: &[u8]) {
+    let text = String::from_utf8_lossy(b);
+    let mut parts = text.split('\0');
+    let mut next = || parts.next().unwrap_or("");
+    let (dep, softdep, alias, builtin) = (next(), next(), next(), next());
+    let Ok(db) = kmod::ModuleDb::parse(Path::new("/m"), dep, softdep, alias, builtin) else {
+        return;
+    };
+    let names: Vec<&str> = db.modules.keys().take(8).map(String::as_str).collect();
+    for required in [false, true] {
+        if let Ok(order) = db.closure(&names, required) {
+            let _ = db.render_dep(&order);
+            let _ = db.render_softdep(&order);
+        }
+    }
+    let _ = db.closure(&["dm-verity", "crc32c", "loop"], false);
+}
+
+#[test]
+fn kmod_parsers_survive_mutations() {
+    let text = b"kernel/drivers/md/dm-verity.ko.xz: kernel/drivers/md/dm-bufio.ko.xz kernel/drivers/md/dm-mod.ko.xz\n\
+kernel/drivers/md/dm-mod.ko.xz:\nkernel/drivers/md/dm-bufio.ko.xz:\nkernel/lib/libcrc32c.ko.xz:\n\
+kernel/crypto/crc32c_generic.ko.xz:\n\0softdep libcrc32c pre: crc32c post: dm-mod\n\0\
+alias crc32c crc32c_generic\nalias pci:v*d* dm_mod\nalias dm dm-verity\n\0kernel/drivers/block/loop.ko\n";
+    run(11, 10_000, text, parse_kmod);
 }

@@ -78,14 +78,29 @@ impl ModuleDb {
             path: dep_path.clone(),
             source,
         })?;
+        let softdep = read_opt(&dir.join("modules.softdep"))?;
+        let alias = read_opt(&dir.join("modules.alias"))?;
+        let builtin = read_opt(&dir.join("modules.builtin"))?;
+        Self::parse(dir, &dep, &softdep, &alias, &builtin)
+    }
+
+    /// The database from the texts of `modules.dep`, `.softdep`, `.alias` and `.builtin` of
+    /// `dir` (named in errors): what [`ModuleDb::load`] does once the files are read.
+    pub fn parse(
+        dir: &Path,
+        dep: &str,
+        softdep: &str,
+        alias: &str,
+        builtin: &str,
+    ) -> Result<ModuleDb, KmodError> {
         let mut db = ModuleDb {
             dir: dir.to_owned(),
             ..ModuleDb::default()
         };
-        db.parse_dep(&dep_path, &dep)?;
-        db.parse_softdep(&read_opt(&dir.join("modules.softdep"))?);
-        db.parse_alias(&read_opt(&dir.join("modules.alias"))?);
-        db.builtin = read_opt(&dir.join("modules.builtin"))?
+        db.parse_dep(&dir.join("modules.dep"), dep)?;
+        db.parse_softdep(softdep);
+        db.parse_alias(alias);
+        db.builtin = builtin
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(normalize)
