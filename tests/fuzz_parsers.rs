@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::Path;
 
+use initrd_sysext::format::lookup::Filesystem;
 use initrd_sysext::format::{
     blob::Blob, erofs, gpt, kmod, release, signature, squashfs, unit, verity,
 };
@@ -188,17 +189,14 @@ fn fs_tree() -> (tempfile::TempDir, Tree) {
 const FS_RELEASE: &str = "usr/lib/extension-release.d/extension-release.x";
 
 /// What the erofs and squashfs cargo-fuzz targets do with an opened image.
-macro_rules! exercise_fs {
-    ($r:expr) => {{
-        let r = $r;
-        for dir in ["", "usr", "usr/lib", "usr/lib/extension-release.d"] {
-            let _ = r.list(dir);
-        }
-        for file in ["usr/lib/os-release", FS_RELEASE, "usr/bin/tool"] {
-            let _ = r.read_file(file, 1 << 20);
-            let _ = r.xattr(file, "user.extension-release.strict");
-        }
-    }};
+fn exercise_fs(r: &impl Filesystem) {
+    for dir in ["", "usr", "usr/lib", "usr/lib/extension-release.d"] {
+        let _ = r.list(dir);
+    }
+    for file in ["usr/lib/os-release", FS_RELEASE, "usr/bin/tool"] {
+        let _ = r.read_file(file, 1 << 20);
+        let _ = r.xattr(file, "user.extension-release.strict");
+    }
 }
 
 fn image(write: impl FnOnce(&fs::File)) -> Vec<u8> {
@@ -232,7 +230,7 @@ fn erofs_reader_survives_mutations() {
             b[1028..1032].copy_from_slice(&crc.to_le_bytes());
         }
         if let Ok(r) = erofs::Reader::open(&b[..], 0) {
-            exercise_fs!(&r);
+            exercise_fs(&r);
         }
     });
 }
@@ -247,7 +245,7 @@ fn squashfs_reader_survives_mutations() {
     assert_eq!(r.list("usr/bin").unwrap().len(), 2);
     run(7, 3_000, &img, |b| {
         if let Ok(r) = squashfs::Reader::open(b, 0) {
-            exercise_fs!(&r);
+            exercise_fs(&r);
         }
     });
 }

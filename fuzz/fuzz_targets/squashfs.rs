@@ -1,6 +1,7 @@
 //! squashfs reader on arbitrary bytes: opening, listing, reading files and xattrs give Ok or a
 //! typed error, never a panic, a hang or a huge allocation.
 #![no_main]
+use initrd_sysext::format::lookup::Filesystem;
 use initrd_sysext::format::squashfs::Reader;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(r) = Reader::open(data, 0) else {
