@@ -1,6 +1,6 @@
 //! Regression tests for hostile or unlucky inputs at the CLI: short root-hash sidecars, verity
 //! superblocks that cover less than the filesystem, overlapping partitions, partial outputs,
-//! decompression bombs and names with control characters.
+//! decompression bombs, names with control characters and out-of-range zstd levels.
 
 mod common;
 
@@ -296,4 +296,15 @@ fn inspect_streams_a_decompression_bomb() {
         stdout.contains("zeros") && stdout.contains(&size.to_string()),
         "{stdout}"
     );
+}
+
+#[test]
+fn zstd_levels_outside_1_to_22_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("i.cpio.zst");
+    for level in ["999", "-5", "0", "23"] {
+        cli(["build", "initrd", "--level", level, "--output", s(&out)])
+            .fails_with(2, "zstd levels are 1 to 22");
+    }
+    assert!(!out.exists());
 }

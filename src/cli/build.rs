@@ -243,7 +243,12 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
             Long("extension") => s.extensions.push(path(p)?),
             Long("init") => s.init = path(p)?,
             Long("compress") => compress = string(p)?,
-            Long("level") => level = p.value()?.parse()?,
+            Long("level") => {
+                level = p.value()?.parse()?;
+                if !(1..=22).contains(&level) {
+                    return Err(usage(format!("--level {level}: zstd levels are 1 to 22")));
+                }
+            }
             Long("force") => s.force = true,
             Long("output") | Short('o') => output = Some(path(p)?),
             other => return Err(other.unexpected().into()),
