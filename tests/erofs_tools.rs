@@ -17,7 +17,11 @@ use test_support::{is_root, require_tool};
 // The shared checker names the crate as `crate::format` and `crate::tree`.
 #[path = "../src/format/test_fs.rs"]
 mod test_fs;
+#[path = "../src/format/erofs/test_util.rs"]
+mod test_util;
+use test_util::{pattern, source};
 mod format {
+    pub(crate) use crate::test_fs;
     pub use initrd_sysext::format::*;
 }
 use initrd_sysext::tree;
@@ -29,10 +33,6 @@ fn opts() -> Options {
         uuid: [7; 16],
         build_time: EPOCH,
     }
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
 }
 
 fn set_mtime(path: &Path, secs: i64, nsec: u32) {
@@ -251,48 +251,6 @@ fn our_image_passes_fsck_and_mounts() {
     assert_eq!(fs::metadata(&image).unwrap().len(), len);
     check_fsck(&image, &tmp.path().join("extract"), &tree);
     check_mounted(&image, &tmp.path().join("mnt"), &tree);
-}
-
-const RELEASE: &str = "usr/lib/extension-release.d/extension-release.foo";
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap();
-}
-
-/// A source tree with inline tails, whole blocks, multi-block directories, symlinks,
-/// a fifo, hard links and xattrs (one value shared by several files).
-fn populate(d: &Path) {
-    fs::create_dir_all(d.join("usr/lib/extension-release.d")).unwrap();
-    fs::create_dir_all(d.join("empty-dir")).unwrap();
-    fs::create_dir_all(d.join("many")).unwrap();
-    fs::write(d.join(RELEASE), b"ID=_any\nSYSEXT_SCOPE=initrd\n").unwrap();
-    fs::write(d.join("usr/lib/empty"), b"").unwrap();
-    fs::write(d.join("usr/lib/block"), pattern(8192)).unwrap();
-    fs::write(d.join("usr/lib/tail"), pattern(10000)).unwrap();
-    fs::write(d.join("usr/lib/big"), pattern(100_000)).unwrap();
-    symlink("tail", d.join("usr/lib/link")).unwrap();
-    fs::hard_link(d.join("usr/lib/tail"), d.join("hard")).unwrap();
-    let fifo = rustix::fs::FileType::Fifo;
-    rustix::fs::mknodat(rustix::fs::CWD, d.join("fifo"), fifo, 0o600.into(), 0).unwrap();
-    for i in 0..300 {
-        let name = format!("many/{i:03}-{}", "n".repeat(i % 60));
-        fs::write(d.join(name), i.to_string()).unwrap();
-    }
-    set_xattr(&d.join(RELEASE), "user.extension-release.strict", b"0");
-    for f in ["usr/lib/block", "usr/lib/big", "many/007-nnnnnnn"] {
-        set_xattr(&d.join(f), "user.shared", b"same value");
-    }
-    set_xattr(&d.join("usr/lib/big"), "user.own", b"big");
-    set_xattr(&d.join("usr"), "user.dir", b"");
-}
-
-fn source() -> (tempfile::TempDir, Tree) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    populate(&src);
-    let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
-    (tmp, tree)
 }
 
 fn mkfs(src: &Path, image: &Path, args: &[&str]) {

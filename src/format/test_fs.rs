@@ -1,8 +1,16 @@
-//! Test helper for every filesystem reader (erofs, squashfs; unit tests and, through `#[path]`,
+//! Test helpers for every filesystem reader (erofs, squashfs; unit tests and, through `#[path]`,
 //! the tool tests): a reader must see exactly what the tree it was written from holds.
+
+use std::path::Path;
 
 use crate::format::lookup::{Filesystem, PathError};
 use crate::tree::{Kind, Tree};
+
+/// Sets an xattr on `path` itself (not a symlink's target).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+}
 
 /// Every directory lists like the tree, every file reads back, symlinks and special files are
 /// refused as files, every xattr is found and absent ones are not. Paths for which `skip` is

@@ -2,6 +2,8 @@
 
 pub mod layout;
 pub mod read;
+#[cfg(test)]
+mod test_util;
 mod write;
 
 pub use layout::probe;

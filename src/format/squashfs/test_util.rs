@@ -11,6 +11,7 @@ use crate::format::lookup::Filesystem;
 use crate::format::squashfs::layout::Superblock;
 use crate::format::squashfs::{self, Options, Reader};
 use crate::format::test_fs;
+pub use crate::format::test_fs::set_xattr;
 use crate::tree::{Content, Kind, Meta, ScanOptions, Tree};
 use test_support::Rng;
 
@@ -47,11 +48,6 @@ pub fn text(len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
-        .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
 }
 
 /// Metadata of a generated entry.
