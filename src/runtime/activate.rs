@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use log::{debug, info};
+use rustix::fs::OFlags;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::format::gpt::{Arch, Designator};
@@ -90,6 +91,8 @@ pub struct Activated {
     pub usr_only: bool,
     pub protection: Protection,
     pub signer: Option<String>,
+    /// `top`, held open: everything in the extension is resolved inside it.
+    tree: Dir,
     /// The staging mount, if we mounted something (dropped before the device below it).
     _staging: Option<Staging>,
     _dm: Option<dm::DmDevice>,
@@ -131,6 +134,7 @@ pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError
             usr_only: false,
             protection: Protection::Unprotected,
             signer: None,
+            tree: open_tree(&found.resolved)?,
             _staging: None,
             _dm: None,
         },
@@ -195,7 +199,9 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
     };
     let target = ctx.staging.join("images").join(&found.name);
     mount_ro(&dev, &target, d.fs)?;
+    let staging = Staging(target.clone());
     drop(data); // autoclear: the loop device goes when the mount (or dm) lets go of it
+    let tree = open_tree(&target)?;
     info!(
         "{}: {} {} image, {:?}{}",
         found.name,
@@ -215,7 +221,8 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         usr_only: designator == Designator::Usr,
         protection: level,
         signer,
-        _staging: Some(Staging(target)),
+        tree,
+        _staging: Some(staging),
         _dm: dm,
     })
 }
@@ -362,25 +369,29 @@ fn mount_ro(dev: &Path, target: &Path, fs: FsType) -> Result<(), ActivateError> 
     })
 }
 
+fn open_tree(path: &Path) -> Result<Dir, ActivateError> {
+    Dir::open(path).map_err(|source| ActivateError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Reads the extension's extension-release and checks it against the host (SPEC §3).
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
     let dir = match a.usr_only {
         true => "lib/extension-release.d",
         false => "usr/lib/extension-release.d",
     };
-    if a.top
-        .join(if a.usr_only {
-            "lib/os-release"
-        } else {
-            "usr/lib/os-release"
-        })
-        .exists()
-    {
+    let os_release = match a.usr_only {
+        true => "lib/os-release",
+        false => "usr/lib/os-release",
+    };
+    if a.tree.open_in(os_release, OFlags::PATH).is_ok() {
         return Err(ActivateError::Layout(
             "it holds usr/lib/os-release: an OS image, not an extension".into(),
         ));
     }
-    let (path, text) = match fs::release_file(&Dir(&a.top), dir, &a.name) {
+    let (path, text) = match fs::release_file(&a.tree, dir, &a.name) {
         Ok(found) => found,
         Err(ReleaseError::Select(e)) => return Err(e.into()),
         Err(ReleaseError::Read { path, reason }) => {

@@ -1,0 +1,136 @@
+//! The merge engine against hostile or unusual directory extensions, in private mount
+//! namespaces over fake roots: release files that are FIFOs or devices, symlinks pointing out
+//! of the extension, a thousand extensions, names with control characters, and a merge that
+//! must leave nothing behind outside `--root`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Runs `script` in a private mount namespace with a private tmpfs on /run.
+fn in_namespace(script: &str) -> String {
+    sh(&format!(
+        "unshare -m --propagation private sh -ec 'mount -t tmpfs tmpfs /run\n{}'",
+        script.replace('\'', "'\\''")
+    ))
+}
+
+/// Our binary with `args`, killed after 20 s (a hang must fail the test, not block it):
+/// a shell line printing the output and then `RC=<status>`.
+fn bounded(args: &str) -> String {
+    format!("timeout -s KILL 20 {BIN} {args} 2>&1 && echo RC=0 || echo RC=$?")
+}
+
+const RELEASE: &str = "ID=debian\nVERSION_ID=12\n";
+
+/// A fake root with a host release and a base file in usr/bin.
+fn fake_root(dir: &Path) -> PathBuf {
+    let r = dir.join("root");
+    for d in ["etc", "usr/bin", "opt", "var/lib/extensions"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::write(r.join("etc/os-release"), RELEASE).unwrap();
+    fs::write(r.join("usr/bin/base"), "base").unwrap();
+    r
+}
+
+/// A directory extension `name` in root/var/lib/extensions with a file usr/bin/<tool>; its
+/// path.
+fn dir_ext(root: &Path, name: &str, tool: &str) -> PathBuf {
+    let e = root.join("var/lib/extensions").join(name);
+    fs::create_dir_all(e.join("usr/bin")).unwrap();
+    fs::create_dir_all(e.join("usr/lib/extension-release.d")).unwrap();
+    fs::write(e.join("usr/bin").join(tool), tool).unwrap();
+    fs::write(release_path(&e, name), RELEASE).unwrap();
+    e
+}
+
+fn release_path(ext: &Path, name: &str) -> PathBuf {
+    ext.join(format!(
+        "usr/lib/extension-release.d/extension-release.{name}"
+    ))
+}
+
+fn require_root() -> bool {
+    if !is_root() {
+        eprintln!("not root: mount namespaces need root; skipping");
+    }
+    is_root()
+}
+
+/// The names in a `merge --json=short` report's `key` list.
+fn names(report: &str, key: &str) -> Vec<String> {
+    let line = report.lines().find(|l| l.starts_with('{')).unwrap_or("{}");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Item 3: a release file that is a FIFO used to block `merge` and `refresh` forever.
+#[test]
+fn fifo_release_file_is_refused_and_the_others_merge() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    dir_ext(&root, "good", "good");
+    let bad = dir_ext(&root, "fifo", "fifo");
+    let release = release_path(&bad, "fifo");
+    fs::remove_file(&release).unwrap();
+    sh(&format!("mkfifo {}", s(&release)));
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{}
+         cat {r}/usr/bin/good || true; echo
+         {}
+         cat {r}/usr/bin/good || true; echo
+         {BIN} unmerge --root {r} >/dev/null",
+        bounded(&format!("merge --root {r} --json=short")),
+        bounded(&format!("refresh --root {r} --json=short")),
+    ));
+    assert!(!out.contains("RC=137"), "merge or refresh hung: {out}");
+    assert_eq!(out.matches("RC=0").count(), 2, "{out}");
+    assert_eq!(names(&out, "merged"), ["good"], "{out}");
+    assert_eq!(names(&out, "refused"), ["fifo"], "{out}");
+    assert!(out.contains("not a regular file"), "{out}");
+    assert_eq!(out.matches("\ngood\n").count(), 2, "{out}");
+}
+
+/// Item 4: a release file that is a symlink to a character device (here /dev/zero inside the
+/// extension, where the link resolves) is refused without being read.
+#[test]
+fn release_file_on_a_device_is_refused_unread() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    dir_ext(&root, "good", "good");
+    let bad = dir_ext(&root, "zero", "zero");
+    let release = release_path(&bad, "zero");
+    fs::remove_file(&release).unwrap();
+    symlink("/dev/zero", &release).unwrap();
+    fs::create_dir_all(bad.join("dev")).unwrap();
+    sh(&format!("mknod {} c 1 5", s(&bad.join("dev/zero"))));
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{}
+         {BIN} unmerge --root {r} >/dev/null",
+        bounded(&format!("merge --root {r} --json=short")),
+    ));
+    assert!(out.contains("RC=0"), "{out}");
+    assert_eq!(names(&out, "merged"), ["good"], "{out}");
+    assert_eq!(names(&out, "refused"), ["zero"], "{out}");
+    assert!(out.contains("not a regular file"), "{out}");
+}
