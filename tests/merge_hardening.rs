@@ -134,3 +134,36 @@ fn release_file_on_a_device_is_refused_unread() {
     assert_eq!(names(&out, "refused"), ["zero"], "{out}");
     assert!(out.contains("not a regular file"), "{out}");
 }
+
+/// Item 7: `merge --root R` and `unmerge` leave the (namespace's) /run as they found it.
+#[test]
+fn merge_and_unmerge_leave_run_unchanged() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    dir_ext(&root, "good", "good");
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "mkdir -p /run/some/dir; echo x > /run/file
+         listing() {{ find /run | sort | tr '\\n' ' '; }}
+         before=$(listing)
+         {BIN} merge --root {r} >/dev/null
+         cat {r}/usr/bin/good; echo
+         {BIN} unmerge --root {r} >/dev/null
+         after=$(listing)
+         echo \"BEFORE $before\"
+         echo \"AFTER  $after\""
+    ));
+    assert!(out.contains("good\n"), "{out}");
+    let line = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap()
+            .split_at(6)
+            .1
+            .to_owned()
+    };
+    assert_eq!(line("BEFORE"), line("AFTER "), "{out}");
+}

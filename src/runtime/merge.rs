@@ -7,7 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use log::{debug, error, info};
-use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
+use rustix::mount::{
+    mount, mount_change, mount_move, unmount, MountFlags, MountPropagationFlags, UnmountFlags,
+};
 
 use crate::runtime::activate::{self, ActivateError, Activated, Context};
 use crate::runtime::discover::{self, Found};
@@ -76,6 +78,8 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
     }
     let found = discover::discover(&ctx.root, in_initrd);
     debug!("found {} extension(s)", found.len());
+    // Dropped last: after the extensions' own staging mounts.
+    let _workspace = Workspace::new(&ctx.staging)?;
     let mut report = Report::default();
     let mut active: Vec<Activated> = Vec::new();
     for f in &found {
@@ -92,6 +96,58 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
         .map(|a| (a.name.clone(), a.kind.name(), a.path.clone()))
         .collect();
     Ok(report)
+}
+
+/// The private workspace of one merge: a tmpfs (propagation private) mounted on `ctx.staging`
+/// for the image mounts and meta layers. The overlays pin the layers they use, so when the
+/// merge is done the workspace is detached and the directories created for it removed: as
+/// with systemd's private workspace, a merge (with `--root` or not) leaves nothing in /run,
+/// and an unmerge has nothing to clean up.
+struct Workspace {
+    dir: PathBuf,
+    mounted: bool,
+    /// The outermost directory created for it, if any.
+    created: Option<PathBuf>,
+}
+
+impl Workspace {
+    fn new(dir: &Path) -> Result<Workspace, MergeError> {
+        let created = dir
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+            .last()
+            .map(Path::to_owned);
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut ws = Workspace {
+            dir: dir.to_owned(),
+            mounted: false,
+            created,
+        };
+        let flags = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC;
+        mount("sysext", dir, "tmpfs", flags, Some(c"mode=0700")).map_err(|e| io(dir)(e.into()))?;
+        ws.mounted = true;
+        // Nothing mounted in it propagates out; and a mount can be moved out of it.
+        mount_change(dir, MountPropagationFlags::PRIVATE).map_err(|e| io(dir)(e.into()))?;
+        Ok(ws)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = unmount(&self.dir, UnmountFlags::DETACH) {
+                debug!("detaching {}: {e}", self.dir.display());
+            }
+        }
+        if let Some(top) = &self.created {
+            for d in self.dir.ancestors() {
+                let _ = fs::remove_dir(d);
+                if d == top {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 impl Report {
@@ -141,7 +197,6 @@ fn overlay(ctx: &Context, h: &str, layers: &[(&str, PathBuf)]) -> Result<(), Mer
     let target = ctx.root.join(h);
     fs::create_dir_all(&target).map_err(io(&target))?;
     let meta = ctx.staging.join("meta").join(h.replace('/', "_"));
-    let _ = fs::remove_dir_all(&meta);
     let meta_dir = meta.join(h).join(META);
     fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
     let names: String = layers.iter().rev().map(|(n, _)| format!("{n}\n")).collect();
