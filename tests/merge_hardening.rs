@@ -135,6 +135,122 @@ fn release_file_on_a_device_is_refused_unread() {
     assert!(out.contains("not a regular file"), "{out}");
 }
 
+/// Item 5: absolute and `..` symlinks inside an extension resolve inside the extension, never
+/// on the host: `opt -> /etc` brings no host content, a release file linked to
+/// /etc/os-release is not the host's.
+#[test]
+fn symlinks_in_an_extension_resolve_inside_it() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    // The host's os-release must be one the fake root accepts, or the test proves nothing.
+    let host = fs::read_to_string("/etc/os-release").unwrap();
+    fs::write(root.join("etc/os-release"), &host).unwrap();
+    let ext_release: String = host
+        .lines()
+        .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION_ID="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let ext = |name: &str| {
+        let e = dir_ext(&root, name, name);
+        fs::write(release_path(&e, name), &ext_release).unwrap();
+        e
+    };
+    ext("good");
+    // opt -> the host's /etc, absolute or through `..`: resolved inside the extension, which
+    // has no etc, so these extensions bring no /opt at all.
+    for (name, target) in [
+        ("abs", "/etc"),
+        ("dotdot", "../../../../../../../../../etc"),
+    ] {
+        symlink(target, ext(name).join("opt")).unwrap();
+    }
+    // The release file of "hostrel" points at the host's os-release: it must not be read.
+    let release = release_path(&ext("hostrel"), "hostrel");
+    fs::remove_file(&release).unwrap();
+    symlink("/etc/os-release", &release).unwrap();
+    // A symlinked entry pointing elsewhere inside the root is fine.
+    let store = root.join("store/linked");
+    fs::create_dir_all(store.join("usr/bin")).unwrap();
+    fs::create_dir_all(store.join("usr/lib/extension-release.d")).unwrap();
+    fs::write(store.join("usr/bin/linked"), "linked").unwrap();
+    fs::write(release_path(&store, "linked"), &ext_release).unwrap();
+    symlink("/store/linked", root.join("var/lib/extensions/linked")).unwrap();
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{}
+         ls {r}/usr/bin | tr '\\n' ' '; echo
+         echo OPT: $(ls {r}/opt)
+         {BIN} unmerge --root {r} >/dev/null",
+        bounded(&format!("merge --root {r} --json=short")),
+    ));
+    assert!(out.contains("RC=0"), "{out}");
+    assert!(out.contains("abs base dotdot good linked \n"), "{out}");
+    assert!(
+        out.contains("\nOPT:\n"),
+        "the host's /etc leaked into the root: {out}"
+    );
+    assert!(
+        names(&out, "refused").contains(&"hostrel".to_owned()),
+        "{out}"
+    );
+    assert!(
+        !names(&out, "merged").contains(&"hostrel".to_owned()),
+        "{out}"
+    );
+}
+
+/// Item 6: a thousand extensions overflow one page of overlay options (and overlayfs's 500
+/// lower layers): they all merge, `status` lists them all, `unmerge` leaves nothing.
+#[test]
+fn a_thousand_extensions_merge() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    let n = 1000;
+    for i in 0..n {
+        let name = format!("extension-with-a-longish-name-{i:04}");
+        dir_ext(&root, &name, &format!("tool{i:04}"));
+    }
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "mounts() {{ wc -l < /proc/self/mountinfo; }}
+         before=$(mounts)
+         {}
+         ls {r}/usr/bin | grep -c '^tool' || true
+         cat {r}/usr/bin/tool0000 {r}/usr/bin/tool0500 {r}/usr/bin/tool0999 {r}/usr/bin/base; echo
+         {BIN} status --root {r} --json=short
+         {BIN} unmerge --root {r} >/dev/null
+         ls {r}/usr/bin | tr '\\n' ' '; echo
+         echo MOUNTS $before $(mounts)",
+        bounded(&format!("merge --root {r} --json=short")),
+    ));
+    assert!(out.contains("RC=0"), "{out}");
+    assert_eq!(names(&out, "merged").len(), n, "{out}");
+    assert!(out.contains(&format!("\n{n}\n")), "{out}");
+    assert!(out.contains("tool0000tool0500tool0999base"), "{out}");
+    let status = out
+        .lines()
+        .find(|l| l.starts_with("[{"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let v: serde_json::Value = serde_json::from_str(status).unwrap();
+    let usr = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hierarchy"] == "/usr")
+        .unwrap();
+    assert_eq!(usr["extensions"].as_array().unwrap().len(), n, "{status}");
+    assert!(out.contains("\nbase \n"), "{out}");
+    let mounts = out.lines().find(|l| l.starts_with("MOUNTS")).unwrap();
+    let counts: Vec<&str> = mounts.split(' ').skip(1).collect();
+    assert_eq!(counts[0], counts[1], "mounts left behind: {out}");
+}
+
 /// Item 7: `merge --root R` and `unmerge` leave the (namespace's) /run as they found it.
 #[test]
 fn merge_and_unmerge_leave_run_unchanged() {

@@ -4,10 +4,12 @@
 //! Everything set up is torn down again when a step fails.
 
 use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use rustix::fs::OFlags;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
@@ -112,14 +114,23 @@ impl Drop for Staging {
 }
 
 impl Activated {
-    /// The directory providing `hierarchy` (e.g. "usr", "opt"), if this extension has it.
-    pub fn hierarchy(&self, hierarchy: &str) -> Option<PathBuf> {
-        let dir = match self.usr_only {
-            true if hierarchy == "usr" => self.top.clone(),
+    /// The directory providing `hierarchy` (e.g. "usr", "opt"), if this extension has it,
+    /// opened (O_PATH) with symlinks resolved inside the extension: `usr -> /usr` is the
+    /// extension's own /usr (here itself: a loop), never the host's.
+    pub fn hierarchy(&self, hierarchy: &str) -> Option<OwnedFd> {
+        let rel = match self.usr_only {
+            true if hierarchy == "usr" => "",
             true => return None,
-            false => self.top.join(hierarchy),
+            false => hierarchy,
         };
-        dir.is_dir().then_some(dir)
+        match self.tree.open_in(rel, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(fd) => Some(fd),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
+            Err(e) => {
+                warn!("{}: /{hierarchy} not merged: {e}", self.name);
+                None
+            }
+        }
     }
 }
 
