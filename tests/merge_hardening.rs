@@ -283,3 +283,31 @@ fn merge_and_unmerge_leave_run_unchanged() {
     };
     assert_eq!(line("BEFORE"), line("AFTER "), "{out}");
 }
+
+/// A name with a newline or another control character is skipped (with a warning naming the
+/// entry): in the meta file "a\nb" would read as two extensions.
+#[test]
+fn names_with_control_characters_are_skipped() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    dir_ext(&root, "good", "good");
+    dir_ext(&root, "a\nb", "newline");
+    dir_ext(&root, "tab\there", "tab");
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{}
+         {BIN} status --root {r} --json=short
+         {BIN} unmerge --root {r} >/dev/null",
+        bounded(&format!("merge --root {r} --json=short")),
+    ));
+    assert!(out.contains("RC=0"), "{out}");
+    assert_eq!(names(&out, "merged"), ["good"], "{out}");
+    assert!(out.contains(r#""extensions":["good"]"#), "{out}");
+    assert!(
+        out.contains(r#"a\nb"#) && out.contains("invalid"),
+        "no warning naming the entry: {out}"
+    );
+}

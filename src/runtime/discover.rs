@@ -6,6 +6,8 @@ use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
+use log::warn;
+
 use crate::format::release::image_name;
 
 /// Search directories, highest precedence first (relative to the root).
@@ -64,7 +66,16 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
             .filter_map(|e| {
                 let e = e.ok()?;
                 let link = e.file_type().ok()?.is_symlink();
-                Some((e.file_name().into_string().ok()?, link))
+                match e.file_name().into_string() {
+                    Ok(name) => Some((name, link)),
+                    Err(raw) => {
+                        warn!(
+                            "skipping {:?} in /{dir}: invalid extension name (not UTF-8)",
+                            raw
+                        );
+                        None
+                    }
+                }
             })
             .collect();
         names.sort();
@@ -80,6 +91,13 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
             let Some(entry) = resolved.and_then(|r| classify(root.join(&rel), &file, r)) else {
                 continue;
             };
+            if !image_name_is_valid(&entry.name) {
+                warn!(
+                    "skipping {:?} in /{dir}: invalid extension name {:?}",
+                    file, entry.name
+                );
+                continue;
+            }
             // The first entry of a name wins; an empty directory masks the name.
             if seen.insert(entry.name.clone()) && !is_empty_dir(&entry) {
                 found.push(entry);
@@ -117,6 +135,20 @@ fn classify(path: PathBuf, file: &str, resolved: PathBuf) -> Option<Found> {
         mtime: md.mtime(),
         has_subdirs: ft.is_dir() && md.nlink() > 2,
     })
+}
+
+/// systemd's `image_name_is_valid`: a valid file name (not empty, `.` or `..`, no `/`, at
+/// most 255 bytes), valid UTF-8 (a `str` is), no control characters (a newline would split
+/// the name in the meta file's list), not a `.#` temporary file.
+// To be unified with the validation being added to format::release.
+fn image_name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.contains('/')
+        && !name.bytes().any(|c| c < b' ' || c == 0x7f)
+        && !name.starts_with(".#")
 }
 
 /// Resolves `rel` under `root`, following symlinks but never leaving `root` (absolute
@@ -207,6 +239,19 @@ mod tests {
         v.sort_by(|a, b| vercmp(a, b));
         assert_eq!(v, ["a", "a-2.0", "a-9", "a-9.1", "a-10", "b"]);
         assert_eq!(vercmp("x-010", "x-10"), Ordering::Equal);
+    }
+
+    #[test]
+    fn image_names() {
+        for ok in ["tool", "tool_1.2-x86-64", "ünïcode", &"x".repeat(255)] {
+            assert!(image_name_is_valid(ok), "{ok}");
+        }
+        let long = "x".repeat(256);
+        for bad in [
+            "", ".", "..", "a/b", "a\nb", "tab\t", "del\x7f", ".#tmp", &long,
+        ] {
+            assert!(!image_name_is_valid(bad), "{bad:?}");
+        }
     }
 
     #[test]
