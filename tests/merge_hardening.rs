@@ -311,3 +311,58 @@ fn names_with_control_characters_are_skipped() {
         "no warning naming the entry: {out}"
     );
 }
+
+/// The hierarchy itself is resolved inside the root: `R/opt -> <a directory outside R>` gets
+/// no overlay mounted on that directory (it resolves to R/<that path>, which is missing).
+#[test]
+fn hierarchy_symlinked_out_of_the_root_is_not_mounted_over() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    let e = dir_ext(&root, "good", "good");
+    fs::create_dir_all(e.join("opt/vendor")).unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::remove_dir(root.join("opt")).unwrap();
+    symlink(&outside, root.join("opt")).unwrap();
+    let (r, o) = (s(&root), s(&outside));
+    let out = in_namespace(&format!(
+        "{}
+         grep -c ' {o} ' /proc/self/mountinfo || true
+         ls {o} | tr '\\n' ' '; echo END
+         {BIN} unmerge --root {r} >/dev/null",
+        bounded(&format!("merge --root {r} --json=short")),
+    ));
+    assert!(
+        out.contains("\n0\n"),
+        "an overlay was mounted outside the root: {out}"
+    );
+    assert!(out.contains("\nEND"), "{out}");
+    assert!(out.contains("good"), "{out}");
+}
+
+/// A merged hierarchy's meta files are read as regular files only: an unmerged root whose
+/// usr/.systemd-sysext/dev is a FIFO does not stall `status` or `merge`.
+#[test]
+fn meta_file_fifo_does_not_stall_status_or_merge() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    dir_ext(&root, "good", "good");
+    fs::create_dir_all(root.join("usr/.systemd-sysext")).unwrap();
+    sh(&format!("mkfifo {}/usr/.systemd-sysext/dev", s(&root)));
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{}
+         {}
+         {BIN} unmerge --root {r} >/dev/null",
+        bounded(&format!("status --root {r} --json=short")),
+        bounded(&format!("merge --root {r} --json=short")),
+    ));
+    assert!(!out.contains("RC=137"), "status or merge hung: {out}");
+    assert_eq!(names(&out, "merged"), ["good"], "{out}");
+}

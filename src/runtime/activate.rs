@@ -114,6 +114,10 @@ impl Drop for Staging {
 }
 
 impl Activated {
+    pub fn has_hierarchy(&self, hierarchy: &str) -> bool {
+        self.hierarchy(hierarchy).is_some()
+    }
+
     /// The directory providing `hierarchy` (e.g. "usr", "opt"), if this extension has it,
     /// opened (O_PATH) with symlinks resolved inside the extension: `usr -> /usr` is the
     /// extension's own /usr (here itself: a loop), never the host's.

@@ -17,6 +17,7 @@ use rustix::mount::{
 };
 use rustix::process::fchdir;
 
+use crate::image::fs::{Dir, ReadFs};
 use crate::runtime::activate::{self, ActivateError, Activated, Context};
 use crate::runtime::discover::{self, Found};
 
@@ -249,6 +250,16 @@ fn overlay(
     layers: &[&Activated],
 ) -> Result<bool, MergeError> {
     let hier = format!("/{h}");
+    if !layers.iter().any(|a| a.has_hierarchy(h)) {
+        return Ok(false);
+    }
+    let target = match target_of(&ctx.root, Path::new(h)) {
+        Ok(target) => target,
+        Err(e) => {
+            log::warn!("{hier} not merged: {e} (not a directory inside the root)");
+            return Ok(false);
+        }
+    };
     let staged = ws.dir.join("l");
     fs::create_dir_all(&staged).map_err(io(&staged))?;
     let dir = rustix::fs::open(&staged, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
@@ -270,8 +281,6 @@ fn overlay(
     if names.is_empty() {
         return Ok(false);
     }
-    let target = ctx.root.join(h);
-    fs::create_dir_all(&target).map_err(io(&target))?;
     // The meta layer, on top.
     let meta = ws.name("m");
     let meta_dir = staged.join(&meta).join(META);
@@ -347,6 +356,21 @@ fn overlay(
         merged.join(", ")
     );
     Ok(true)
+}
+
+/// `root/rel` with symlinks resolved inside `root` (an `R/opt -> /opt` is R's own /opt, never
+/// the host's); created when missing, in the directory its parent resolves to.
+fn target_of(root: &Path, rel: &Path) -> Result<PathBuf, MergeError> {
+    if let Some(target) = discover::chase(root, rel) {
+        return Ok(target);
+    }
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(root.to_owned());
+    };
+    let target = target_of(root, parent)?.join(name);
+    // Not create_dir_all: a dangling symlink (pointing nowhere inside the root) fails here.
+    fs::create_dir(&target).map_err(io(&target))?;
+    Ok(target)
 }
 
 /// The lower layers for `names` (staged layers, highest first): themselves when one overlay
@@ -484,9 +508,15 @@ pub struct Merged {
 
 /// The merge on `root/h`, if it carries one: its meta `dev` must match the mount's st_dev.
 pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
-    let target = root.join(h);
+    let target = discover::chase(root, Path::new(h))?;
     let meta = target.join(META);
-    let dev = fs::read_to_string(meta.join("dev")).ok()?;
+    // Read inside the hierarchy, regular files only: a FIFO or a device cannot stall us.
+    let tree = Dir::open(&target).ok()?;
+    let small = |name: &str, max| {
+        let bytes = tree.read_file(&format!("{META}/{name}"), max).ok()??;
+        String::from_utf8(bytes).ok()
+    };
+    let dev = small("dev", 64)?;
     let st = fs::metadata(&target).ok()?;
     let now = format!(
         "{}:{}",
@@ -496,7 +526,7 @@ pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
     if dev.trim() != now {
         return None;
     }
-    let names = fs::read_to_string(meta.join("extensions")).unwrap_or_default();
+    let names = small("extensions", 16 << 20).unwrap_or_default();
     let since = fs::metadata(meta.join("dev"))
         .map(|m| m.mtime())
         .unwrap_or(0);
@@ -524,7 +554,9 @@ pub fn unmerge(root: &Path) -> Result<Vec<String>, MergeError> {
     let mut done = Vec::new();
     for h in hierarchies() {
         while status_of(root, &h).is_some() {
-            let target = root.join(&h);
+            let Some(target) = discover::chase(root, Path::new(&h)) else {
+                break;
+            };
             unmount(&target, UnmountFlags::DETACH).map_err(|e| MergeError::Unmount {
                 hierarchy: format!("/{h}"),
                 source: e.into(),
