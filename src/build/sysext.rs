@@ -273,7 +273,8 @@ pub fn build(spec: &Spec) -> Result<Report, BuildError> {
 
 fn validate(spec: &Spec) -> Result<(), BuildError> {
     let bad = |m: String| Err(BuildError::Invalid(m));
-    if !release::image_name_is_valid(&spec.name) {
+    // Hidden names too: an image named so would be a hidden file.
+    if !release::image_name_is_valid(&spec.name) || spec.name.starts_with('.') {
         return bad(format!(
             "--name {:?} is not a valid image name (a file name without control characters, \
              not starting with '.')",

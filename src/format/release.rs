@@ -229,10 +229,10 @@ fn filename_is_valid(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains('/') && s.len() <= 255
 }
 
-/// systemd's `image_name_is_valid` (a valid file name without control characters), and no
-/// leading `.` (systemd-sysext ignores hidden files).
+/// systemd's `image_name_is_valid`: a valid file name (UTF-8, as a `str` is) without control
+/// characters (a newline would split the meta file's list), not a `.#` temporary file.
 pub fn image_name_is_valid(s: &str) -> bool {
-    filename_is_valid(s) && !s.starts_with('.') && !s.bytes().any(|b| b < b' ' || b == 0x7f)
+    filename_is_valid(s) && !s.starts_with(".#") && !s.bytes().any(|b| b < b' ' || b == 0x7f)
 }
 
 /// systemd's `version_is_valid`: a valid file name of ASCII letters, digits and `.,_-+`.
@@ -405,12 +405,12 @@ mod tests {
 
     #[test]
     fn image_names_and_versions_follow_systemd() {
-        for ok in ["btrfs", "kubectl-1.29.x86-64", "a b", "ü", "a.b"] {
+        for ok in ["btrfs", "kubectl-1.29.x86-64", "a b", "ü", "a.b", ".hidden"] {
             assert!(image_name_is_valid(ok), "{ok:?}");
         }
         let long = "x".repeat(256);
         for bad in [
-            "", ".", "..", ".hidden", "a/b", "a\nb", "a\tb", "a\x7fb", "a\0b", &long,
+            "", ".", "..", ".#tmp", "a/b", "a\nb", "a\tb", "a\x7fb", "a\0b", &long,
         ] {
             assert!(!image_name_is_valid(bad), "{bad:?}");
         }

@@ -4,10 +4,13 @@
 //! Everything set up is torn down again when a step fails.
 
 use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use log::{debug, info};
+use log::{debug, info, warn};
+use rustix::fs::OFlags;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::format::gpt::{Arch, Designator};
@@ -90,6 +93,8 @@ pub struct Activated {
     pub usr_only: bool,
     pub protection: Protection,
     pub signer: Option<String>,
+    /// `top`, held open: everything in the extension is resolved inside it.
+    tree: Dir,
     /// The staging mount, if we mounted something (dropped before the device below it).
     _staging: Option<Staging>,
     _dm: Option<dm::DmDevice>,
@@ -109,14 +114,27 @@ impl Drop for Staging {
 }
 
 impl Activated {
-    /// The directory providing `hierarchy` (e.g. "usr", "opt"), if this extension has it.
-    pub fn hierarchy(&self, hierarchy: &str) -> Option<PathBuf> {
-        let dir = match self.usr_only {
-            true if hierarchy == "usr" => self.top.clone(),
+    pub fn has_hierarchy(&self, hierarchy: &str) -> bool {
+        self.hierarchy(hierarchy).is_some()
+    }
+
+    /// The directory providing `hierarchy` (e.g. "usr", "opt"), if this extension has it,
+    /// opened (O_PATH) with symlinks resolved inside the extension: `usr -> /usr` is the
+    /// extension's own /usr (here itself: a loop), never the host's.
+    pub fn hierarchy(&self, hierarchy: &str) -> Option<OwnedFd> {
+        let rel = match self.usr_only {
+            true if hierarchy == "usr" => "",
             true => return None,
-            false => self.top.join(hierarchy),
+            false => hierarchy,
         };
-        dir.is_dir().then_some(dir)
+        match self.tree.open_in(rel, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(fd) => Some(fd),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
+            Err(e) => {
+                warn!("{}: /{hierarchy} not merged: {e}", self.name);
+                None
+            }
+        }
     }
 }
 
@@ -131,6 +149,7 @@ pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError
             usr_only: false,
             protection: Protection::Unprotected,
             signer: None,
+            tree: open_tree(&found.resolved)?,
             _staging: None,
             _dm: None,
         },
@@ -195,7 +214,9 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
     };
     let target = ctx.staging.join("images").join(&found.name);
     mount_ro(&dev, &target, d.fs)?;
+    let staging = Staging(target.clone());
     drop(data); // autoclear: the loop device goes when the mount (or dm) lets go of it
+    let tree = open_tree(&target)?;
     info!(
         "{}: {} {} image, {:?}{}",
         found.name,
@@ -215,7 +236,8 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         usr_only: designator == Designator::Usr,
         protection: level,
         signer,
-        _staging: Some(Staging(target)),
+        tree,
+        _staging: Some(staging),
         _dm: dm,
     })
 }
@@ -362,25 +384,29 @@ fn mount_ro(dev: &Path, target: &Path, fs: FsType) -> Result<(), ActivateError> 
     })
 }
 
+fn open_tree(path: &Path) -> Result<Dir, ActivateError> {
+    Dir::open(path).map_err(|source| ActivateError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Reads the extension's extension-release and checks it against the host (SPEC §3).
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
     let dir = match a.usr_only {
         true => "lib/extension-release.d",
         false => "usr/lib/extension-release.d",
     };
-    if a.top
-        .join(if a.usr_only {
-            "lib/os-release"
-        } else {
-            "usr/lib/os-release"
-        })
-        .exists()
-    {
+    let os_release = match a.usr_only {
+        true => "lib/os-release",
+        false => "usr/lib/os-release",
+    };
+    if a.tree.open_in(os_release, OFlags::PATH).is_ok() {
         return Err(ActivateError::Layout(
             "it holds usr/lib/os-release: an OS image, not an extension".into(),
         ));
     }
-    let (path, text) = match fs::release_file(&Dir(&a.top), dir, &a.name) {
+    let (path, text) = match fs::release_file(&a.tree, dir, &a.name) {
         Ok(found) => found,
         Err(ReleaseError::Select(e)) => return Err(e.into()),
         Err(ReleaseError::Read { path, reason }) => {

@@ -6,7 +6,9 @@ use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::format::release::image_name;
+use log::warn;
+
+use crate::format::release::{image_name, image_name_is_valid};
 
 /// Search directories, highest precedence first (relative to the root).
 pub const DIRS: [&str; 3] = ["etc/extensions", "run/extensions", "var/lib/extensions"];
@@ -64,7 +66,16 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
             .filter_map(|e| {
                 let e = e.ok()?;
                 let link = e.file_type().ok()?.is_symlink();
-                Some((e.file_name().into_string().ok()?, link))
+                match e.file_name().into_string() {
+                    Ok(name) => Some((name, link)),
+                    Err(raw) => {
+                        warn!(
+                            "skipping {:?} in /{dir}: invalid extension name (not UTF-8)",
+                            raw
+                        );
+                        None
+                    }
+                }
             })
             .collect();
         names.sort();
@@ -80,6 +91,13 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
             let Some(entry) = resolved.and_then(|r| classify(root.join(&rel), &file, r)) else {
                 continue;
             };
+            if !image_name_is_valid(&entry.name) {
+                warn!(
+                    "skipping {:?} in /{dir}: invalid extension name {:?}",
+                    file, entry.name
+                );
+                continue;
+            }
             // The first entry of a name wins; an empty directory masks the name.
             if seen.insert(entry.name.clone()) && !is_empty_dir(&entry) {
                 found.push(entry);

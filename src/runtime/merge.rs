@@ -2,13 +2,23 @@
 //! extensions (highest version on top) and the host's own tree, exactly as systemd-sysext lays
 //! it out (`.systemd-sysext/extensions` and `dev`), so either tool can read or undo it.
 
+use std::cell::Cell;
 use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use log::{debug, error, info};
-use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    mount, mount_bind, mount_change, mount_move, move_mount, open_tree, unmount, MountFlags,
+    MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+};
+use rustix::process::fchdir;
 
+use crate::format::lookup::Filesystem;
+use crate::image::fs::Dir;
 use crate::runtime::activate::{self, ActivateError, Activated, Context};
 use crate::runtime::discover::{self, Found};
 
@@ -24,6 +34,8 @@ pub enum MergeError {
         hierarchy: String,
         source: std::io::Error,
     },
+    #[error("{hierarchy}: {what}")]
+    Limit { hierarchy: String, what: String },
     #[error("unmounting {hierarchy}: {source}")]
     Unmount {
         hierarchy: String,
@@ -76,6 +88,9 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
     }
     let found = discover::discover(&ctx.root, in_initrd);
     debug!("found {} extension(s)", found.len());
+    // Dropped last: after the extensions' own staging mounts.
+    let workspace = Workspace::new(&ctx.staging)?;
+    raise_nofile();
     let mut report = Report::default();
     let mut active: Vec<Activated> = Vec::new();
     for f in &found {
@@ -86,12 +101,96 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
     }
     // The overlays hold what they use: dropping `active` lets the staging mounts and dm
     // devices go with their last user, whatever the outcome.
-    overlay_all(ctx, &hiers, &active, &mut report)?;
+    overlay_all(ctx, &workspace, &hiers, &active, &mut report)?;
     report.merged = active
         .iter()
         .map(|a| (a.name.clone(), a.kind.name(), a.path.clone()))
         .collect();
     Ok(report)
+}
+
+/// Each activated extension holds its tree open: the soft limit of open files goes up to the
+/// hard one (as systemd does), for a thousand extensions and more.
+fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            debug!("raising the limit of open files: {e}");
+        }
+    }
+}
+
+/// The private workspace of one merge: a tmpfs (propagation private) mounted on `ctx.staging`
+/// for the image mounts and meta layers. The overlays pin the layers they use, so when the
+/// merge is done the workspace is detached and the directories created for it removed: as
+/// with systemd's private workspace, a merge (with `--root` or not) leaves nothing in /run,
+/// and an unmerge has nothing to clean up.
+struct Workspace {
+    dir: PathBuf,
+    mounted: bool,
+    /// Names handed out so far (for [`Workspace::name`]).
+    named: Cell<usize>,
+    /// The outermost directory created for it, if any.
+    created: Option<PathBuf>,
+}
+
+impl Workspace {
+    fn new(dir: &Path) -> Result<Workspace, MergeError> {
+        let created = dir
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+            .last()
+            .map(Path::to_owned);
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut ws = Workspace {
+            dir: dir.to_owned(),
+            mounted: false,
+            named: Cell::new(0),
+            created,
+        };
+        let flags = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC;
+        mount("sysext", dir, "tmpfs", flags, Some(c"mode=0700")).map_err(|e| io(dir)(e.into()))?;
+        ws.mounted = true;
+        // Nothing mounted in it propagates out; and a mount can be moved out of it.
+        mount_change(dir, MountPropagationFlags::PRIVATE).map_err(|e| io(dir)(e.into()))?;
+        Ok(ws)
+    }
+}
+
+impl Workspace {
+    /// A new short name: `prefix` and a number in base 36.
+    fn name(&self, prefix: &str) -> String {
+        let mut n = self.named.replace(self.named.get() + 1);
+        let mut digits = Vec::new();
+        loop {
+            digits.push(char::from_digit((n % 36) as u32, 36).unwrap());
+            n /= 36;
+            if n == 0 {
+                break;
+            }
+        }
+        prefix.chars().chain(digits.into_iter().rev()).collect()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = unmount(&self.dir, UnmountFlags::DETACH) {
+                debug!("detaching {}: {e}", self.dir.display());
+            }
+        }
+        if let Some(top) = &self.created {
+            for d in self.dir.ancestors() {
+                let _ = fs::remove_dir(d);
+                if d == top {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 impl Report {
@@ -115,64 +214,129 @@ fn refuse(report: &mut Report, f: &Found, e: ActivateError) {
     report.refused.push((f.name.clone(), e.to_string()));
 }
 
+/// Lower layers one overlay takes (the kernel's OVL_MAX_STACK).
+const OVL_MAX_STACK: usize = 500;
+/// Mount options longer than this (one page, its NUL included) are cut short by the kernel.
+const OPTIONS_MAX: usize = 4095;
+
 fn overlay_all(
     ctx: &Context,
+    ws: &Workspace,
     hiers: &[String],
     active: &[Activated],
     report: &mut Report,
 ) -> Result<(), MergeError> {
     for h in hiers {
-        let layers: Vec<(&str, PathBuf)> = active
-            .iter()
-            .rev()
-            .filter_map(|a| a.hierarchy(h).map(|d| (a.name.as_str(), d)))
-            .collect();
-        if layers.is_empty() {
-            continue;
+        // Highest first; each directory opened inside its extension when it is staged.
+        let layers: Vec<&Activated> = active.iter().rev().collect();
+        if overlay(ctx, ws, h, &layers)? {
+            report.hierarchies.push(format!("/{h}"));
         }
-        overlay(ctx, h, &layers)?;
-        report.hierarchies.push(format!("/{h}"));
     }
     Ok(())
 }
 
-/// Mounts the overlay for hierarchy `h` with `layers` (highest first).
-fn overlay(ctx: &Context, h: &str, layers: &[(&str, PathBuf)]) -> Result<(), MergeError> {
-    let target = ctx.root.join(h);
-    fs::create_dir_all(&target).map_err(io(&target))?;
-    let meta = ctx.staging.join("meta").join(h.replace('/', "_"));
-    let _ = fs::remove_dir_all(&meta);
-    let meta_dir = meta.join(h).join(META);
+/// Mounts the overlay for hierarchy `h` from the `layers` that have it (highest first);
+/// false if none has it.
+///
+/// Each layer is mounted (a clone of the directory opened inside its extension, so the kernel
+/// never resolves a path of the extension again) under a short name in the workspace, and the
+/// options name the layers relative to it: a thousand extensions fit in the one page of mount
+/// options. More than overlayfs's 500 lower layers are stacked as overlays of up to 500 each
+/// (a whiteout then hides files of its own group only).
+fn overlay(
+    ctx: &Context,
+    ws: &Workspace,
+    h: &str,
+    layers: &[&Activated],
+) -> Result<bool, MergeError> {
+    let hier = format!("/{h}");
+    if !layers.iter().any(|a| a.has_hierarchy(h)) {
+        return Ok(false);
+    }
+    let target = match target_of(&ctx.root, Path::new(h)) {
+        Ok(target) => target,
+        Err(e) => {
+            log::warn!("{hier} not merged: {e} (not a directory inside the root)");
+            return Ok(false);
+        }
+    };
+    let staged = ws.dir.join("l");
+    fs::create_dir_all(&staged).map_err(io(&staged))?;
+    let dir = rustix::fs::open(&staged, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+        .map_err(|e| io(&staged)(e.into()))?;
+    let mut names = Vec::new();
+    let mut merged = Vec::new();
+    for a in layers {
+        let Some(fd) = a.hierarchy(h) else {
+            continue;
+        };
+        let name = ws.name("");
+        bind_fd(fd.as_fd(), dir.as_fd(), &staged.join(&name)).map_err(|e| MergeError::Io {
+            path: a.top.join(h),
+            source: e.into(),
+        })?;
+        names.push(name);
+        merged.push(a.name.as_str());
+    }
+    if names.is_empty() {
+        return Ok(false);
+    }
+    // The meta layer, on top.
+    let meta = ws.name("m");
+    let meta_dir = staged.join(&meta).join(META);
     fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
-    let names: String = layers.iter().rev().map(|(n, _)| format!("{n}\n")).collect();
-    fs::write(meta_dir.join("extensions"), names).map_err(io(&meta_dir))?;
-    let mut lower = vec![escape(&meta.join(h))];
-    lower.extend(layers.iter().map(|(_, d)| escape(d)));
+    let list: String = merged.iter().rev().map(|n| format!("{n}\n")).collect();
+    fs::write(meta_dir.join("extensions"), list).map_err(io(&meta_dir))?;
+    let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
+    // Relative layer paths resolve from the staging directory.
+    let _cwd = Cwd::enter(dir.as_fd()).map_err(|e| io(&staged)(e.into()))?;
+    let grouped = names.len() + 2 > OVL_MAX_STACK;
+    let mut lower = vec![meta];
+    lower.extend(stack(ws, &hier, names, flags)?);
     lower.push(escape(&target));
     let options = format!("lowerdir={}", lower.join(":"));
-    debug!("overlay /{h}: {options}");
+    debug!("overlay {hier}: {} bytes of options", options.len());
+    if options.len() > OPTIONS_MAX {
+        return Err(MergeError::Limit {
+            hierarchy: hier,
+            what: format!(
+                "the overlay's options take {} bytes, over the kernel's limit of one page \
+                 ({OPTIONS_MAX}): the path of the hierarchy is too long",
+                options.len()
+            ),
+        });
+    }
     let submounts = submounts(&target);
-    let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
     if ctx.noexec {
         flags |= MountFlags::NOEXEC;
     }
     let data = std::ffi::CString::new(options).map_err(|_| MergeError::Overlay {
-        hierarchy: format!("/{h}"),
+        hierarchy: hier.clone(),
         source: std::io::ErrorKind::InvalidInput.into(),
     })?;
     let mount_at = |at: &Path| {
-        mount("sysext", at, "overlay", flags, Some(data.as_c_str())).map_err(|e| {
-            MergeError::Overlay {
-                hierarchy: format!("/{h}"),
+        mount("sysext", at, "overlay", flags, Some(data.as_c_str())).map_err(|e| match grouped {
+            true => MergeError::Limit {
+                hierarchy: hier.clone(),
+                what: format!(
+                    "mounting the overlay of {} extensions, stacked as overlays of up to \
+                     {OVL_MAX_STACK}: {e} (the kernel stacks filesystems two deep at most: \
+                     are the extensions on an overlay themselves?)",
+                    merged.len()
+                ),
+            },
+            false => MergeError::Overlay {
+                hierarchy: hier.clone(),
                 source: e.into(),
-            }
+            },
         })
     };
     if submounts.is_empty() {
         mount_at(&target)?;
     } else {
         // Mount aside, move the submounts into it, then move it over the hierarchy.
-        let aside = ctx.staging.join("aside").join(h.replace('/', "_"));
+        let aside = ws.dir.join("aside").join(h.replace('/', "_"));
         fs::create_dir_all(&aside).map_err(io(&aside))?;
         mount_at(&aside)?;
         for sub in &submounts {
@@ -180,7 +344,7 @@ fn overlay(ctx: &Context, h: &str, layers: &[(&str, PathBuf)]) -> Result<(), Mer
             let _ = mount_move(sub, aside.join(rel));
         }
         mount_move(&aside, &target).map_err(|e| MergeError::Overlay {
-            hierarchy: format!("/{h}"),
+            hierarchy: hier.clone(),
             source: e.into(),
         })?;
     }
@@ -188,15 +352,123 @@ fn overlay(ctx: &Context, h: &str, layers: &[(&str, PathBuf)]) -> Result<(), Mer
     let devnum = format!("{}:{}\n", rustix::fs::major(dev), rustix::fs::minor(dev));
     fs::write(meta_dir.join("dev"), devnum).map_err(io(&meta_dir))?;
     info!(
-        "merged {} extension(s) into /{h}: {}",
-        layers.len(),
-        layers
-            .iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", ")
+        "merged {} extension(s) into {hier}: {}",
+        merged.len(),
+        merged.join(", ")
     );
-    Ok(())
+    Ok(true)
+}
+
+/// `root/rel` with symlinks resolved inside `root` (an `R/opt -> /opt` is R's own /opt, never
+/// the host's); created when missing, in the directory its parent resolves to.
+fn target_of(root: &Path, rel: &Path) -> Result<PathBuf, MergeError> {
+    if let Some(target) = discover::chase(root, rel) {
+        return Ok(target);
+    }
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(root.to_owned());
+    };
+    let target = target_of(root, parent)?.join(name);
+    // Not create_dir_all: a dangling symlink (pointing nowhere inside the root) fails here.
+    fs::create_dir(&target).map_err(io(&target))?;
+    Ok(target)
+}
+
+/// The lower layers for `names` (staged layers, highest first): themselves when one overlay
+/// takes them with the meta layer and the hierarchy, else overlays of up to OVL_MAX_STACK of
+/// them mounted in the staging directory (the current directory).
+fn stack(
+    ws: &Workspace,
+    hier: &str,
+    names: Vec<String>,
+    flags: MountFlags,
+) -> Result<Vec<String>, MergeError> {
+    if names.len() + 2 <= OVL_MAX_STACK {
+        return Ok(names);
+    }
+    let mut groups = Vec::new();
+    for chunk in names.chunks(OVL_MAX_STACK) {
+        // overlayfs wants two lower layers at least.
+        if let [one] = chunk {
+            groups.push(one.clone());
+            continue;
+        }
+        let group = ws.name("g");
+        let options = format!("lowerdir={}", chunk.join(":"));
+        let data = std::ffi::CString::new(options).expect("no NUL in staged names");
+        rustix::fs::mkdir(group.as_str(), Mode::from_raw_mode(0o700))
+            .and_then(|()| {
+                mount(
+                    "sysext",
+                    group.as_str(),
+                    "overlay",
+                    flags,
+                    Some(data.as_c_str()),
+                )
+            })
+            .map_err(|e| MergeError::Limit {
+                hierarchy: hier.to_owned(),
+                what: format!("mounting an overlay of {} of its layers: {e}", chunk.len()),
+            })?;
+        groups.push(group);
+    }
+    if groups.len() + 2 > OVL_MAX_STACK {
+        return Err(MergeError::Limit {
+            hierarchy: hier.to_owned(),
+            what: format!(
+                "{} extensions: more than {OVL_MAX_STACK} overlays of {OVL_MAX_STACK} layers",
+                names.len()
+            ),
+        });
+    }
+    Ok(groups)
+}
+
+/// Mounts a clone of the directory `fd` at `at` (in the directory `dir`, named as `at`).
+fn bind_fd(fd: BorrowedFd, dir: BorrowedFd, at: &Path) -> rustix::io::Result<()> {
+    let name = at.file_name().unwrap_or_default();
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    match open_tree(fd, "", flags) {
+        Ok(tree) => move_mount(
+            &tree,
+            "",
+            dir,
+            name,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+        // Before Linux 5.2: a bind mount through the fd's /proc entry.
+        Err(Errno::NOSYS) => {
+            let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            mount_bind(source.as_str(), at)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The process's working directory, changed for a while (single-threaded use only).
+struct Cwd(OwnedFd);
+
+impl Cwd {
+    fn enter(dir: BorrowedFd) -> rustix::io::Result<Cwd> {
+        let old = rustix::fs::open(
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        fchdir(dir)?;
+        Ok(Cwd(old))
+    }
+}
+
+impl Drop for Cwd {
+    fn drop(&mut self) {
+        if let Err(e) = fchdir(&self.0) {
+            log::warn!("returning to the working directory: {e}");
+        }
+    }
 }
 
 /// overlayfs option escaping: `\`, `:` and `,` take a backslash.
@@ -237,9 +509,15 @@ pub struct Merged {
 
 /// The merge on `root/h`, if it carries one: its meta `dev` must match the mount's st_dev.
 pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
-    let target = root.join(h);
+    let target = discover::chase(root, Path::new(h))?;
     let meta = target.join(META);
-    let dev = fs::read_to_string(meta.join("dev")).ok()?;
+    // Read inside the hierarchy, regular files only: a FIFO or a device cannot stall us.
+    let tree = Dir::open(&target).ok()?;
+    let small = |name: &str, max| {
+        let bytes = tree.read_file(&format!("{META}/{name}"), max).ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    let dev = small("dev", 64)?;
     let st = fs::metadata(&target).ok()?;
     let now = format!(
         "{}:{}",
@@ -249,7 +527,7 @@ pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
     if dev.trim() != now {
         return None;
     }
-    let names = fs::read_to_string(meta.join("extensions")).unwrap_or_default();
+    let names = small("extensions", 16 << 20).unwrap_or_default();
     let since = fs::metadata(meta.join("dev"))
         .map(|m| m.mtime())
         .unwrap_or(0);
@@ -277,7 +555,9 @@ pub fn unmerge(root: &Path) -> Result<Vec<String>, MergeError> {
     let mut done = Vec::new();
     for h in hierarchies() {
         while status_of(root, &h).is_some() {
-            let target = root.join(&h);
+            let Some(target) = discover::chase(root, Path::new(&h)) else {
+                break;
+            };
             unmount(&target, UnmountFlags::DETACH).map_err(|e| MergeError::Unmount {
                 hierarchy: format!("/{h}"),
                 source: e.into(),
