@@ -79,12 +79,13 @@ impl Iterator for Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::format::{pad4, Field, RawHeader, MAGIC, MAGIC_CRC, TRAILER_NAME};
     use crate::{Header, Writer};
 
-    fn header(name: &str, mode: u32) -> Header {
+    /// The writer-side header of an entry with only a name and a mode.
+    pub(crate) fn header(name: &str, mode: u32) -> Header {
         Header {
             name: name.into(),
             mode,

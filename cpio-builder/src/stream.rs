@@ -376,15 +376,8 @@ impl<R: BufRead> BufRead for Counted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::tests::header;
     use crate::{Reader, Writer};
-
-    fn header(name: &str, mode: u32) -> Header {
-        Header {
-            name: name.into(),
-            mode,
-            ..Header::default()
-        }
-    }
 
     fn archive(content: &[u8]) -> Vec<u8> {
         let mut w = Writer::new(Vec::new());
