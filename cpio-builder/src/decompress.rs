@@ -1,7 +1,8 @@
-//! Decompression of one zstd frame or one gzip member from the front of a buffer, capped in
-//! output size, reporting how many input bytes it consumed.
+//! The compressed members the reader accepts, a zstd frame or a gzip member, recognised by
+//! magic and decompressed as a stream of exactly one frame or member, capped in output size.
 
-use std::io::{self, Read};
+use std::fmt;
+use std::io::{self, BufRead, Read};
 
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
 const GZIP_MAGIC: &[u8] = &[0x1F, 0x8B];
@@ -11,19 +12,6 @@ const GZIP_MAGIC: &[u8] = &[0x1F, 0x8B];
 pub(crate) enum Codec {
     Zstd,
     Gzip,
-}
-
-/// Why a member could not be decompressed.
-pub(crate) enum Failure {
-    Corrupt(io::Error),
-    /// The output would exceed the limit.
-    TooLarge,
-}
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Failure {
-        Failure::Corrupt(e)
-    }
 }
 
 impl Codec {
@@ -37,34 +25,56 @@ impl Codec {
         }
     }
 
-    /// Decompresses the frame or member at the start of `input`: returns its content
-    /// (at most `limit` bytes) and the number of input bytes it took.
-    pub(crate) fn decompress(self, input: &[u8], limit: u64) -> Result<(Vec<u8>, usize), Failure> {
-        let (out, rest) = match self {
+    /// A reader of the content of the one frame or member at the start of `input`, taking no
+    /// input beyond it; it fails with an error for which [`is_too_large`] holds once more than
+    /// `limit` bytes come out.
+    pub(crate) fn decoder<'a>(
+        self,
+        input: impl BufRead + 'a,
+        limit: u64,
+    ) -> io::Result<impl Read + 'a> {
+        let inner: Box<dyn Read + 'a> = match self {
             Codec::Zstd => {
-                let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?.single_frame();
-                let out = read_capped(&mut decoder, limit)?;
-                (out, decoder.finish())
+                Box::new(zstd::stream::read::Decoder::with_buffer(input)?.single_frame())
             }
-            Codec::Gzip => {
-                let mut decoder = flate2::bufread::GzDecoder::new(input);
-                let out = read_capped(&mut decoder, limit)?;
-                (out, decoder.into_inner())
-            }
+            Codec::Gzip => Box::new(flate2::bufread::GzDecoder::new(input)),
         };
-        Ok((out, input.len() - rest.len()))
+        Ok(Capped { inner, left: limit })
     }
 }
 
-fn read_capped(decoder: &mut dyn Read, limit: u64) -> Result<Vec<u8>, Failure> {
-    let mut out = Vec::new();
-    decoder
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > limit {
-        return Err(Failure::TooLarge);
+/// Whether a decoder failed by exceeding its limit.
+pub(crate) fn is_too_large(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|e| e.is::<TooLarge>())
+}
+
+/// The marker error of [`Capped`].
+#[derive(Debug)]
+struct TooLarge;
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("decompressed size limit exceeded")
     }
-    Ok(out)
+}
+
+impl std::error::Error for TooLarge {}
+
+/// A reader that fails with [`TooLarge`] once more than `left` bytes come out of `inner`.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| io::Error::other(TooLarge))?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +86,12 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(data).unwrap();
         enc.finish().unwrap()
+    }
+
+    fn decompress(codec: Codec, input: &mut &[u8], limit: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        codec.decoder(input, limit)?.read_to_end(&mut out)?;
+        Ok(out)
     }
 
     #[test]
@@ -100,14 +116,10 @@ mod tests {
             (Codec::Gzip, gzip(b"first"), gzip(b"second")),
         ] {
             let input = [first.clone(), second, vec![0; 7]].concat();
-            let (out, used) = codec.decompress(&input, 100).ok().unwrap();
-            assert_eq!(
-                (out.as_slice(), used),
-                (&b"first"[..], first.len()),
-                "{codec:?}"
-            );
-            let (out, _) = codec.decompress(&input[used..], 100).ok().unwrap();
-            assert_eq!(out, b"second");
+            let mut rest = &input[..];
+            assert_eq!(decompress(codec, &mut rest, 100).unwrap(), b"first");
+            assert_eq!(input.len() - rest.len(), first.len(), "{codec:?}");
+            assert_eq!(decompress(codec, &mut rest, 100).unwrap(), b"second");
         }
     }
 
@@ -116,16 +128,12 @@ mod tests {
         let big = vec![7u8; 10_000];
         for input in [zstd::encode_all(&big[..], 3).unwrap(), gzip(&big)] {
             let codec = Codec::detect(&input).unwrap();
-            assert!(matches!(
-                codec.decompress(&input, 9_999),
-                Err(Failure::TooLarge)
-            ));
-            assert_eq!(codec.decompress(&input, 10_000).ok().unwrap().0, big);
+            let err = decompress(codec, &mut &input[..], 9_999).unwrap_err();
+            assert!(is_too_large(&err), "{err}");
+            assert_eq!(decompress(codec, &mut &input[..], 10_000).unwrap(), big);
             let cut = &input[..input.len() - 3];
-            assert!(matches!(
-                codec.decompress(cut, 10_000),
-                Err(Failure::Corrupt(_))
-            ));
+            let err = decompress(codec, &mut &cut[..], 10_000).unwrap_err();
+            assert!(!is_too_large(&err), "{err}");
         }
     }
 }

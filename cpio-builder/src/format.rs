@@ -1,7 +1,9 @@
-//! The newc header layout shared by the writer and the reader: magic, the thirteen
-//! 8-digit hex fields in order, name limits and 4-byte padding.
+//! The newc record layout shared by the writer and the reader: magic, the thirteen 8-digit
+//! hex fields in order, name limits, 4-byte padding and the `070702` check; encoding, and
+//! decoding into what is wrong with a record ([`Fault`]) when it is malformed.
 
 use std::fmt;
+use std::io::{self, Write};
 
 /// Magic of the plain newc format.
 pub(crate) const MAGIC: &[u8; 6] = b"070701";
@@ -178,6 +180,117 @@ impl RawHeader {
             *slot = parse_hex8(chunk).ok_or(NUMERIC[i])?;
         }
         Ok(RawHeader::from_array(v))
+    }
+
+    /// Checks the magic, decodes the fields and bounds the name size; returns the header and
+    /// whether the data must sum to its check field (`070702`).
+    pub(crate) fn parse(header: &[u8; HEADER_LEN]) -> Result<(RawHeader, bool), Fault> {
+        let magic = &header[..6];
+        if magic != MAGIC && magic != MAGIC_CRC {
+            return Err(Fault::at(Problem::BadMagic, Field::Magic));
+        }
+        let raw = RawHeader::decode(header).map_err(|field| Fault::at(Problem::NotHex, field))?;
+        let size = raw.namesize as usize;
+        if size == 0 || size > MAX_NAME_SIZE {
+            let problem = Problem::BadNameSize(raw.namesize);
+            return Err(Fault::at(problem, Field::NameSize));
+        }
+        Ok((raw, magic == MAGIC_CRC))
+    }
+}
+
+/// The name from its `c_namesize` stored bytes: NUL-terminated, with no other NUL.
+pub(crate) fn parse_name(mut stored: Vec<u8>) -> Result<Vec<u8>, Fault> {
+    if stored.pop() != Some(0) || stored.contains(&0) {
+        return Err(Fault::at(Problem::BadName, Field::Name));
+    }
+    Ok(stored)
+}
+
+/// For the `070702` variant: the check field must be the 32-bit sum of the data bytes.
+pub(crate) fn verify_check(raw: &RawHeader, sum: Checksum) -> Result<(), Fault> {
+    let (expected, actual) = (raw.check, sum.0);
+    if actual == expected {
+        return Ok(());
+    }
+    let problem = Problem::Checksum { expected, actual };
+    Err(Fault::at(problem, Field::Check))
+}
+
+/// The 32-bit byte sum of what is written to it (the `070702` check).
+#[derive(Default)]
+pub(crate) struct Checksum(u32);
+
+impl Write for Checksum {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 = buf
+            .iter()
+            .fold(self.0, |sum, &b| sum.wrapping_add(b.into()));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What is wrong with a record, and where: `offset` counts from the record's first byte
+/// until [`Fault::shifted`] makes it an offset in the member.
+pub(crate) struct Fault {
+    pub(crate) problem: Problem,
+    pub(crate) field: Field,
+    pub(crate) offset: u64,
+}
+
+pub(crate) enum Problem {
+    MissingTrailer,
+    /// An archive after the first one in a compressed member starts unaligned.
+    Misaligned,
+    Truncated,
+    BadMagic,
+    NotHex,
+    BadNameSize(u32),
+    BadName,
+    Checksum {
+        expected: u32,
+        actual: u32,
+    },
+}
+
+impl Fault {
+    /// A fault at the start of `field` (a header field, or the name).
+    pub(crate) fn at(problem: Problem, field: Field) -> Fault {
+        Fault {
+            problem,
+            field,
+            offset: field.offset_in_header() as u64,
+        }
+    }
+
+    /// The data ends early; it starts (or the input ends) at `offset`.
+    pub(crate) fn truncated_data(offset: u64) -> Fault {
+        Fault {
+            problem: Problem::Truncated,
+            field: Field::Data,
+            offset,
+        }
+    }
+
+    /// An archive starts at `offset`, not a multiple of 4.
+    pub(crate) fn misaligned(offset: u64) -> Fault {
+        Fault {
+            problem: Problem::Misaligned,
+            field: Field::Magic,
+            offset,
+        }
+    }
+
+    /// The same fault, `by` bytes further on.
+    pub(crate) fn shifted(self, by: u64) -> Fault {
+        Fault {
+            offset: self.offset + by,
+            ..self
+        }
     }
 }
 

@@ -1,158 +1,27 @@
-//! Reader for a sequence of concatenated members, each a plain newc archive or a zstd frame /
-//! gzip member holding newc archives, walked the way the kernel unpacks an initramfs.
+//! The in-memory reader: every entry of an input with its data, as an iterator, read by the
+//! newc parser ([`crate::stream`]) with each compressed member decompressed whole first.
 
 use std::borrow::Cow;
 use std::io::{self, Read};
+use std::vec;
 
-use crate::decompress::{Codec, Failure};
-use crate::format::{
-    pad4, Field, RawHeader, HEADER_LEN, MAGIC, MAGIC_CRC, MAX_NAME_SIZE, TRAILER_NAME,
-};
-use crate::write::Header;
+use crate::error::ReadError;
+use crate::stream::{Entry, Walk};
 
 /// Default cap on the decompressed size of one compressed member: 4 GiB.
 pub const DEFAULT_DECOMPRESSED_LIMIT: u64 = 4 << 30;
 
-/// One archive entry (never the trailer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub raw: RawHeader,
-    /// The name without its terminating NUL.
-    pub name: Vec<u8>,
-    /// The `c_filesize` bytes after the name: file content, or a symlink's target.
-    pub data: Vec<u8>,
-    /// Index of the member (plain archive or compressed stream) in the input, from 0.
-    pub member: usize,
-    /// Offset of the entry's header in its member: from the member's first byte for a plain
-    /// member, in the decompressed bytes for a compressed one.
-    pub offset: u64,
-}
-
-impl Entry {
-    /// The writer-side description of this entry (with the raw mtime).
-    pub fn header(&self) -> Header {
-        Header {
-            name: self.name.clone(),
-            mode: self.raw.mode,
-            uid: self.raw.uid,
-            gid: self.raw.gid,
-            mtime: self.raw.mtime.into(),
-            rdev_major: self.raw.rdev_major,
-            rdev_minor: self.raw.rdev_minor,
-        }
-    }
-}
-
-/// Malformed input. `member` and `offset` locate the problem as [`Entry`] does (`offset` is
-/// where `field` starts, or for a truncation where the input ends inside it); `input_offset`
-/// is an offset in the whole input.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("member {member}, offset {offset}: {field}: no newc magic (070701 or 070702)")]
-    BadMagic {
-        member: usize,
-        offset: u64,
-        field: Field,
-    },
-    #[error("member {member}, offset {offset}: {field}: not 8 hex digits")]
-    NotHex {
-        member: usize,
-        offset: u64,
-        field: Field,
-    },
-    #[error(
-        "member {member}, offset {offset}: {field}: name size {size} is 0 or above {MAX_NAME_SIZE}"
-    )]
-    BadNameSize {
-        member: usize,
-        offset: u64,
-        field: Field,
-        size: u32,
-    },
-    #[error("member {member}, offset {offset}: {field}: not NUL-terminated or contains a NUL")]
-    BadName {
-        member: usize,
-        offset: u64,
-        field: Field,
-    },
-    #[error("member {member}, offset {offset}: {field}: input ends inside it")]
-    Truncated {
-        member: usize,
-        offset: u64,
-        field: Field,
-    },
-    #[error("member {member}, offset {offset}: {field}: check {expected:#x} but data sums to {actual:#x}")]
-    Checksum {
-        member: usize,
-        offset: u64,
-        field: Field,
-        expected: u32,
-        actual: u32,
-    },
-    #[error("member {member}, offset {offset}: archive ends without TRAILER!!!")]
-    MissingTrailer { member: usize, offset: u64 },
-    #[error("member {member}, offset {offset}: archive does not start at a multiple of 4 bytes")]
-    Misaligned { member: usize, offset: u64 },
-    #[error("member {member}: plain archive at input offset {input_offset} is not 4-byte aligned")]
-    MisalignedMember { member: usize, input_offset: u64 },
-    #[error("input offset {input_offset}: neither a newc archive, zstd nor gzip")]
-    UnknownMember { input_offset: u64 },
-    #[error("member {member} at input offset {input_offset}: {source}")]
-    Decompress {
-        member: usize,
-        input_offset: u64,
-        source: io::Error,
-    },
-    #[error("input offset {input_offset}: {source}")]
-    Io {
-        input_offset: u64,
-        source: io::Error,
-    },
-    #[error(
-        "member {member} at input offset {input_offset}: decompresses to more than {limit} bytes"
-    )]
-    TooLarge {
-        member: usize,
-        input_offset: u64,
-        limit: u64,
-    },
-}
-
 /// Iterates over the entries of all members of an input; see the crate documentation.
 ///
-/// Between members, runs of NUL bytes are skipped; a plain archive must start at a multiple of
-/// 4 bytes in the input. A compressed member is one zstd frame or gzip member, decompressed in
-/// memory (up to [`Reader::decompressed_limit`]); its content is one or more archives, again
-/// separated by NUL padding. After the first error the iterator ends.
+/// The input is read on the first call to `next`, all of it, up to its first error: each
+/// compressed member is decompressed in memory (up to [`Reader::decompressed_limit`]) before
+/// its entries are read, so a corrupt or oversized member yields none of them. The entries
+/// come with their data; after the first error the iterator ends.
 pub struct Reader<'a> {
     input: Cow<'a, [u8]>,
-    /// Input offset of the next member once the current one is done.
-    next_member: usize,
-    current: Option<Member>,
-    members_started: usize,
     limit: u64,
-    failed: bool,
-}
-
-/// The member being read.
-struct Member {
-    index: usize,
-    body: Body,
-    /// Offset of the next record in the member.
-    pos: usize,
-}
-
-enum Body {
-    /// A plain archive starting at this input offset; it ends after its trailer.
-    Plain(usize),
-    /// Decompressed content; it ends with its bytes.
-    Decompressed(Vec<u8>),
-}
-
-/// What one parsed record was.
-enum Record {
-    Entry(Entry),
-    Trailer,
+    /// The entries, and the error after them, once read.
+    read: Option<vec::IntoIter<Result<Entry, ReadError>>>,
 }
 
 impl<'a> Reader<'a> {
@@ -176,100 +45,25 @@ impl<'a> Reader<'a> {
     fn over(input: Cow<'a, [u8]>) -> Self {
         Reader {
             input,
-            next_member: 0,
-            current: None,
-            members_started: 0,
             limit: DEFAULT_DECOMPRESSED_LIMIT,
-            failed: false,
+            read: None,
         }
     }
 
-    fn advance(&mut self) -> Result<Option<Entry>, ReadError> {
-        loop {
-            if self.current.is_none() && !self.open_member()? {
-                return Ok(None);
-            }
-            if let Some(entry) = self.read_record()? {
-                return Ok(Some(entry));
-            }
-        }
-    }
-
-    /// Starts the next member after skipping NUL padding; false at the end of the input.
-    fn open_member(&mut self) -> Result<bool, ReadError> {
-        let start = skip_zeros(&self.input, self.next_member);
-        if start == self.input.len() {
-            return Ok(false);
-        }
-        let index = self.members_started;
-        self.members_started += 1;
-        let rest = &self.input[start..];
-        let body = if rest[0] == b'0' {
-            if !start.is_multiple_of(4) {
-                return Err(ReadError::MisalignedMember {
-                    member: index,
-                    input_offset: start as u64,
-                });
-            }
-            Body::Plain(start)
-        } else {
-            let codec = Codec::detect(rest).ok_or(ReadError::UnknownMember {
-                input_offset: start as u64,
-            })?;
-            let (content, used) = codec
-                .decompress(rest, self.limit)
-                .map_err(|f| self.decompress_error(f, index, start))?;
-            self.next_member = start + used;
-            Body::Decompressed(content)
-        };
-        self.current = Some(Member {
-            index,
-            body,
-            pos: 0,
-        });
-        Ok(true)
-    }
-
-    fn decompress_error(&self, failure: Failure, member: usize, start: usize) -> ReadError {
-        let input_offset = start as u64;
-        match failure {
-            Failure::Corrupt(source) => ReadError::Decompress {
-                member,
-                input_offset,
-                source,
-            },
-            Failure::TooLarge => ReadError::TooLarge {
-                member,
-                input_offset,
-                limit: self.limit,
+    fn read_all(&self) -> vec::IntoIter<Result<Entry, ReadError>> {
+        let mut entries = Vec::new();
+        let result = Walk {
+            limit: self.limit,
+            whole_members: true,
+            keep: |_| true,
+            visit: &mut |entry| {
+                entries.push(Ok(entry));
+                true
             },
         }
-    }
-
-    /// Parses the current member's next record; closes the member when it is done.
-    fn read_record(&mut self) -> Result<Option<Entry>, ReadError> {
-        let Some(member) = self.current.as_mut() else {
-            return Ok(None);
-        };
-        let bytes = match &member.body {
-            Body::Plain(start) => &self.input[*start..],
-            Body::Decompressed(content) => content.as_slice(),
-        };
-        let (record, next) = parse_record(bytes, member.pos, member.index)?;
-        member.pos = next;
-        match (record, &member.body) {
-            (Record::Entry(entry), _) => return Ok(Some(entry)),
-            (Record::Trailer, Body::Plain(start)) => self.next_member = start + next,
-            (Record::Trailer, Body::Decompressed(content)) => {
-                member.pos = skip_zeros(content, next);
-                if member.pos < content.len() {
-                    check_aligned(member)?;
-                    return Ok(None);
-                }
-            }
-        }
-        self.current = None;
-        Ok(None)
+        .run(&self.input[..]);
+        entries.extend(result.err().map(Err));
+        entries.into_iter()
     }
 }
 
@@ -277,188 +71,21 @@ impl Iterator for Reader<'_> {
     type Item = Result<Entry, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
+        if self.read.is_none() {
+            self.read = Some(self.read_all());
         }
-        let result = self.advance();
-        self.failed = result.is_err();
-        result.transpose()
+        self.read.as_mut()?.next()
     }
-}
-
-fn skip_zeros(bytes: &[u8], from: usize) -> usize {
-    from + bytes[from..].iter().take_while(|&&b| b == 0).count()
-}
-
-fn check_aligned(member: &Member) -> Result<(), ReadError> {
-    if member.pos.is_multiple_of(4) {
-        return Ok(());
-    }
-    Err(ReadError::Misaligned {
-        member: member.index,
-        offset: member.pos as u64,
-    })
-}
-
-/// Parses the record at `pos` of a member's bytes; returns it and the offset after it.
-fn parse_record(bytes: &[u8], pos: usize, member: usize) -> Result<(Record, usize), ReadError> {
-    let (parsed, len) = parse_at(&bytes[pos..]).map_err(|f| f.locate(member, pos))?;
-    let record = match parsed {
-        None => Record::Trailer,
-        Some(p) => Record::Entry(Entry {
-            raw: p.raw,
-            name: p.name.to_vec(),
-            data: p.data.to_vec(),
-            member,
-            offset: pos as u64,
-        }),
-    };
-    Ok((record, pos + len))
-}
-
-/// The parts of a record other than the trailer, borrowed from the input.
-struct Parsed<'b> {
-    raw: RawHeader,
-    name: &'b [u8],
-    data: &'b [u8],
-}
-
-/// What is wrong with a record, and where, relative to the record's first byte.
-pub(crate) struct Fault {
-    pub(crate) problem: Problem,
-    pub(crate) field: Field,
-    pub(crate) offset: usize,
-}
-
-pub(crate) enum Problem {
-    MissingTrailer,
-    Truncated,
-    BadMagic,
-    NotHex,
-    BadNameSize(u32),
-    BadName,
-    Checksum { expected: u32, actual: u32 },
-}
-
-impl Fault {
-    /// A fault at the start of `field` (a header field, or the name).
-    pub(crate) fn at(problem: Problem, field: Field) -> Fault {
-        Fault {
-            problem,
-            field,
-            offset: field.offset_in_header(),
-        }
-    }
-
-    /// Places the fault of the record at `pos` of member `member`.
-    pub(crate) fn locate(self, member: usize, pos: usize) -> ReadError {
-        let offset = (pos + self.offset) as u64;
-        let field = self.field;
-        match self.problem {
-            Problem::MissingTrailer => ReadError::MissingTrailer { member, offset },
-            Problem::Truncated => ReadError::Truncated {
-                member,
-                offset,
-                field,
-            },
-            Problem::BadMagic => ReadError::BadMagic {
-                member,
-                offset,
-                field,
-            },
-            Problem::NotHex => ReadError::NotHex {
-                member,
-                offset,
-                field,
-            },
-            Problem::BadNameSize(size) => ReadError::BadNameSize {
-                member,
-                offset,
-                field,
-                size,
-            },
-            Problem::BadName => ReadError::BadName {
-                member,
-                offset,
-                field,
-            },
-            Problem::Checksum { expected, actual } => ReadError::Checksum {
-                member,
-                offset,
-                field,
-                expected,
-                actual,
-            },
-        }
-    }
-}
-
-/// Parses the record at the start of `rest`: `None` for the trailer, and the record's length
-/// including padding (the padding may be cut off by the end of `rest`).
-fn parse_at(rest: &[u8]) -> Result<(Option<Parsed<'_>>, usize), Fault> {
-    if rest.is_empty() {
-        return Err(Fault::at(Problem::MissingTrailer, Field::Magic));
-    }
-    let Some(header) = rest.first_chunk::<HEADER_LEN>() else {
-        return Err(Fault::at(Problem::Truncated, Field::cut_at(rest.len())));
-    };
-    let magic = &header[..6];
-    if magic != MAGIC && magic != MAGIC_CRC {
-        return Err(Fault::at(Problem::BadMagic, Field::Magic));
-    }
-    let raw = RawHeader::decode(header).map_err(|field| Fault::at(Problem::NotHex, field))?;
-    let name = parse_name(rest, raw.namesize)?;
-    let name_end = HEADER_LEN + name.len() + 1;
-    let data_start = (name_end + pad4(name_end as u64)).min(rest.len());
-    let data_end = data_start.saturating_add(raw.filesize as usize);
-    let data = rest.get(data_start..data_end).ok_or(Fault {
-        problem: Problem::Truncated,
-        field: Field::Data,
-        offset: data_start,
-    })?;
-    if magic == MAGIC_CRC {
-        verify_check(raw.check, data)?;
-    }
-    let len = (data_end + pad4(data_end as u64)).min(rest.len());
-    if name == TRAILER_NAME {
-        return Ok((None, len));
-    }
-    Ok((Some(Parsed { raw, name, data }), len))
-}
-
-/// The name after the header, without its NUL; `namesize` counts the NUL.
-fn parse_name(rest: &[u8], namesize: u32) -> Result<&[u8], Fault> {
-    let size = namesize as usize;
-    if size == 0 || size > MAX_NAME_SIZE {
-        return Err(Fault::at(Problem::BadNameSize(namesize), Field::NameSize));
-    }
-    let stored = rest
-        .get(HEADER_LEN..HEADER_LEN + size)
-        .ok_or(Fault::at(Problem::Truncated, Field::Name))?;
-    match stored.split_last() {
-        Some((0, name)) if !name.contains(&0) => Ok(name),
-        _ => Err(Fault::at(Problem::BadName, Field::Name)),
-    }
-}
-
-/// For the `070702` variant: the check field must be the 32-bit sum of the data bytes.
-fn verify_check(expected: u32, data: &[u8]) -> Result<(), Fault> {
-    let actual = data.iter().fold(0u32, |sum, &b| sum.wrapping_add(b.into()));
-    if actual == expected {
-        return Ok(());
-    }
-    Err(Fault::at(
-        Problem::Checksum { expected, actual },
-        Field::Check,
-    ))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::Writer;
+    use crate::format::{pad4, Field, RawHeader, MAGIC, MAGIC_CRC, TRAILER_NAME};
+    use crate::{Header, Writer};
 
-    fn header(name: &str, mode: u32) -> Header {
+    /// The writer-side header of an entry with only a name and a mode.
+    pub(crate) fn header(name: &str, mode: u32) -> Header {
         Header {
             name: name.into(),
             mode,

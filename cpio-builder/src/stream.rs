@@ -1,17 +1,53 @@
-//! Streaming listing: the entries of concatenated members read from any `io::Read`,
-//! decompressed on the fly with file contents skipped, so memory stays bounded however large
-//! the input, its members or its files (a decompression bomb is read through, not into memory).
+//! The newc parser: walks the concatenated members of any `io::Read` the way the kernel
+//! unpacks an initramfs, decompressing on the fly, and keeps each entry's data only where its
+//! caller asks. [`list`] keeps symlink targets only, so memory stays bounded however large the
+//! input, its members or its files (a decompression bomb is read through, not into memory);
+//! [`crate::Reader`] keeps everything.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use crate::decompress::Codec;
-use crate::format::{pad4, Field, RawHeader, HEADER_LEN, MAGIC, MAGIC_CRC, MAX_NAME_SIZE};
+use crate::decompress::{is_too_large, Codec};
+use crate::error::ReadError;
+use crate::format::{
+    pad4, parse_name, verify_check, Checksum, Fault, Field, Problem, RawHeader, HEADER_LEN,
+    TRAILER_NAME,
+};
 use crate::mode::{S_IFLNK, S_IFMT};
-use crate::read::{Entry, Fault, Problem, ReadError};
-use crate::TRAILER_NAME;
+use crate::write::Header;
 
 /// Largest entry data [`list`] keeps: a symlink target of up to PATH_MAX bytes.
 pub const MAX_KEPT_DATA: u32 = 4096;
+
+/// One archive entry (never the trailer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub raw: RawHeader,
+    /// The name without its terminating NUL.
+    pub name: Vec<u8>,
+    /// The `c_filesize` bytes after the name: file content, or a symlink's target (empty
+    /// where the data was not kept).
+    pub data: Vec<u8>,
+    /// Index of the member (plain archive or compressed stream) in the input, from 0.
+    pub member: usize,
+    /// Offset of the entry's header in its member: from the member's first byte for a plain
+    /// member, in the decompressed bytes for a compressed one.
+    pub offset: u64,
+}
+
+impl Entry {
+    /// The writer-side description of this entry (with the raw mtime).
+    pub fn header(&self) -> Header {
+        Header {
+            name: self.name.clone(),
+            mode: self.raw.mode,
+            uid: self.raw.uid,
+            gid: self.raw.gid,
+            mtime: self.raw.mtime.into(),
+            rdev_major: self.raw.rdev_major,
+            rdev_minor: self.raw.rdev_minor,
+        }
+    }
+}
 
 /// Calls `visit` with each entry of every member of `source`, in order, as [`crate::Reader`]
 /// walks them (same members, offsets and errors), until it returns false. An entry's `data` is
@@ -23,77 +59,40 @@ pub fn list(
     limit: u64,
     mut visit: impl FnMut(Entry) -> bool,
 ) -> Result<(), ReadError> {
-    let mut input = Counted::new(BufReader::with_capacity(1 << 16, source));
-    for member in 0.. {
-        let io = |input_offset| {
-            move |source| ReadError::Io {
-                input_offset,
-                source,
-            }
-        };
-        skip_zeros(&mut input).map_err(io(input.pos))?;
-        let start = input.pos;
-        let Some(&first) = input.fill_buf().map_err(io(start))?.first() else {
-            return Ok(());
-        };
-        let more = if first == b'0' {
-            if !start.is_multiple_of(4) {
-                return Err(ReadError::MisalignedMember {
-                    member,
-                    input_offset: start,
-                });
-            }
-            let mut body = Counted::new(&mut input);
-            match archive(&mut body, member, &mut visit) {
-                Ok(more) => more,
-                Err(Stop::Fault(e)) => return Err(e),
-                Err(Stop::Io(e)) => return Err(io(start + body.pos)(e)),
-            }
-        } else {
-            let mut magic = [0; 4];
-            let n = read_full(&mut input, &mut magic).map_err(io(start))?;
-            let Some(codec) = Codec::detect(&magic[..n]) else {
-                return Err(ReadError::UnknownMember {
-                    input_offset: start,
-                });
-            };
-            let compressed = (&magic[..n]).chain(&mut input);
-            let mut content = |r| compressed_member(r, limit, member, &mut visit);
-            let result = match codec {
-                Codec::Zstd => zstd::stream::read::Decoder::with_buffer(compressed)
-                    .map_err(Stop::Io)
-                    .and_then(|d| content(Box::new(d.single_frame()))),
-                Codec::Gzip => content(Box::new(flate2::bufread::GzDecoder::new(compressed))),
-            };
-            match result {
-                Ok(more) => more,
-                Err(Stop::Fault(e)) => return Err(e),
-                Err(Stop::Io(e)) if e.get_ref().is_some_and(|e| e.is::<TooLarge>()) => {
-                    return Err(ReadError::TooLarge {
-                        member,
-                        input_offset: start,
-                        limit,
-                    })
-                }
-                Err(Stop::Io(source)) => {
-                    return Err(ReadError::Decompress {
-                        member,
-                        input_offset: start,
-                        source,
-                    })
-                }
-            }
-        };
-        if !more {
-            return Ok(());
-        }
+    let source = BufReader::with_capacity(1 << 16, source);
+    Walk {
+        limit,
+        whole_members: false,
+        keep: short_symlink,
+        visit: &mut visit,
     }
-    Ok(())
+    .run(source)
 }
 
-/// Why reading stopped: malformed content, or the input (or decompressor) failed.
+fn short_symlink(raw: &RawHeader) -> bool {
+    raw.mode & S_IFMT == S_IFLNK && raw.filesize <= MAX_KEPT_DATA
+}
+
+/// One walk over an input: between members, runs of NUL bytes are skipped; a plain archive
+/// must start at a multiple of 4 bytes in the input and ends with its trailer; a compressed
+/// member is one zstd frame or gzip member whose content is one or more archives, again
+/// separated by NUL padding.
+pub(crate) struct Walk<'v> {
+    /// Cap on the decompressed size of each compressed member.
+    pub(crate) limit: u64,
+    /// Whether a compressed member is decompressed whole, into memory, before its entries are
+    /// read (then a corrupt or oversized member yields none of them).
+    pub(crate) whole_members: bool,
+    /// Whether to keep the data of the entry with this header.
+    pub(crate) keep: fn(&RawHeader) -> bool,
+    /// Called with each entry in order; false stops the walk.
+    pub(crate) visit: &'v mut dyn FnMut(Entry) -> bool,
+}
+
+/// Why reading a member stopped early: malformed content (at an offset in the member), or
+/// the input or decompressor failed.
 enum Stop {
-    Fault(ReadError),
+    Fault(Fault),
     Io(io::Error),
 }
 
@@ -103,116 +102,213 @@ impl From<io::Error> for Stop {
     }
 }
 
-/// A compressed member's content: archives separated by NUL padding, up to its end.
-fn compressed_member(
-    decoder: Box<dyn Read + '_>,
-    limit: u64,
-    member: usize,
-    visit: &mut dyn FnMut(Entry) -> bool,
-) -> Result<bool, Stop> {
-    let capped = Capped {
-        inner: decoder,
-        left: limit,
-    };
-    let mut body = Counted::new(BufReader::with_capacity(1 << 16, capped));
-    loop {
-        if !archive(&mut body, member, visit)? {
-            return Ok(false);
-        }
-        skip_zeros(&mut body)?;
-        if body.fill_buf()?.is_empty() {
-            return Ok(true);
-        }
-        if !body.pos.is_multiple_of(4) {
-            return Err(Stop::Fault(ReadError::Misaligned {
-                member,
-                offset: body.pos,
-            }));
+impl From<Fault> for Stop {
+    fn from(f: Fault) -> Stop {
+        Stop::Fault(f)
+    }
+}
+
+impl Stop {
+    fn locate(self, member: usize, io: impl FnOnce(io::Error) -> ReadError) -> ReadError {
+        match self {
+            Stop::Fault(fault) => fault.locate(member),
+            Stop::Io(e) => io(e),
         }
     }
 }
 
-/// Reads one archive's records through its trailer; false if `visit` asked to stop.
-fn archive<R: BufRead>(
-    r: &mut Counted<R>,
-    member: usize,
-    visit: &mut dyn FnMut(Entry) -> bool,
-) -> Result<bool, Stop> {
-    loop {
-        let pos = r.pos;
-        let fault = |f: Fault| Stop::Fault(f.locate(member, pos as usize));
-        let mut header = [0; HEADER_LEN];
-        match read_full(r, &mut header)? {
-            0 => return Err(fault(Fault::at(Problem::MissingTrailer, Field::Magic))),
-            n if n < HEADER_LEN => {
-                return Err(fault(Fault::at(Problem::Truncated, Field::cut_at(n))))
+fn io_error(input_offset: u64) -> impl FnOnce(io::Error) -> ReadError {
+    move |source| ReadError::Io {
+        input_offset,
+        source,
+    }
+}
+
+impl Walk<'_> {
+    pub(crate) fn run(&mut self, source: impl BufRead) -> Result<(), ReadError> {
+        let mut input = Counted::new(source);
+        let mut member = 0;
+        loop {
+            skip_zeros(&mut input).map_err(io_error(input.pos))?;
+            let start = input.pos;
+            let Some(&first) = input.fill_buf().map_err(io_error(start))?.first() else {
+                return Ok(());
+            };
+            let more = match first {
+                b'0' => self.plain(&mut input, member)?,
+                _ => self.compressed(&mut input, member)?,
+            };
+            if !more {
+                return Ok(());
             }
-            _ => {}
+            member += 1;
         }
-        let magic = &header[..6];
-        if magic != MAGIC && magic != MAGIC_CRC {
-            return Err(fault(Fault::at(Problem::BadMagic, Field::Magic)));
+    }
+
+    /// Reads the plain archive at the input's position; false if `visit` asked to stop.
+    fn plain(
+        &mut self,
+        input: &mut Counted<impl BufRead>,
+        member: usize,
+    ) -> Result<bool, ReadError> {
+        let start = input.pos;
+        if !start.is_multiple_of(4) {
+            return Err(ReadError::MisalignedMember {
+                member,
+                input_offset: start,
+            });
         }
-        let raw = RawHeader::decode(&header).map_err(|f| fault(Fault::at(Problem::NotHex, f)))?;
-        let size = raw.namesize as usize;
-        if size == 0 || size > MAX_NAME_SIZE {
-            let problem = Problem::BadNameSize(raw.namesize);
-            return Err(fault(Fault::at(problem, Field::NameSize)));
-        }
-        let mut name = vec![0; size];
-        if read_full(r, &mut name)? < size {
-            return Err(fault(Fault::at(Problem::Truncated, Field::Name)));
-        }
-        if name.pop() != Some(0) || name.contains(&0) {
-            return Err(fault(Fault::at(Problem::BadName, Field::Name)));
-        }
-        let name_end = HEADER_LEN + size;
-        let data_start = name_end + skip(r, pad4(name_end as u64) as u64, &mut io::sink())?;
-        let truncated_data = Fault {
-            problem: Problem::Truncated,
-            field: Field::Data,
-            offset: data_start,
+        let mut body = Counted::new(input);
+        self.archive(&mut body, member)
+            .map_err(|stop| stop.locate(member, io_error(start + body.pos)))
+    }
+
+    /// Reads the compressed member at the input's position; false if `visit` asked to stop.
+    fn compressed(
+        &mut self,
+        input: &mut Counted<impl BufRead>,
+        member: usize,
+    ) -> Result<bool, ReadError> {
+        let start = input.pos;
+        let mut magic = [0; 4];
+        let n = read_full(input, &mut magic).map_err(io_error(start))?;
+        let Some(codec) = Codec::detect(&magic[..n]) else {
+            return Err(ReadError::UnknownMember {
+                input_offset: start,
+            });
         };
-        let size = u64::from(raw.filesize);
-        if data_start < name_end + pad4(name_end as u64) && size > 0 {
-            return Err(fault(truncated_data));
+        let limit = self.limit;
+        let decoder = codec.decoder((&magic[..n]).chain(input), limit);
+        let result = decoder
+            .map_err(Stop::Io)
+            .and_then(|d| self.content(d, member));
+        result.map_err(|stop| {
+            stop.locate(member, |source| {
+                if is_too_large(&source) {
+                    ReadError::TooLarge {
+                        member,
+                        input_offset: start,
+                        limit,
+                    }
+                } else {
+                    ReadError::Decompress {
+                        member,
+                        input_offset: start,
+                        source,
+                    }
+                }
+            })
+        })
+    }
+
+    /// A compressed member's content, from its decoder.
+    fn content(&mut self, mut decoder: impl Read, member: usize) -> Result<bool, Stop> {
+        if !self.whole_members {
+            let body = BufReader::with_capacity(1 << 16, decoder);
+            return self.archives(Counted::new(body), member);
         }
-        let keep = raw.mode & S_IFMT == S_IFLNK && raw.filesize <= MAX_KEPT_DATA;
-        let mut sum = Sum(0);
-        let data = if keep {
-            let mut data = vec![0; size as usize];
-            if read_full(r, &mut data)? < data.len() {
-                return Err(fault(truncated_data));
+        let mut content = Vec::new();
+        decoder.read_to_end(&mut content)?;
+        self.archives(Counted::new(&content[..]), member)
+    }
+
+    /// Archives separated by NUL padding, up to the end of `body`.
+    fn archives(&mut self, mut body: Counted<impl BufRead>, member: usize) -> Result<bool, Stop> {
+        loop {
+            if !self.archive(&mut body, member)? {
+                return Ok(false);
             }
-            sum.write_all(&data)?;
-            data
-        } else {
-            if skip(r, size, &mut sum)? < size as usize {
-                return Err(fault(truncated_data));
+            skip_zeros(&mut body)?;
+            if body.fill_buf()?.is_empty() {
+                return Ok(true);
             }
-            Vec::new()
-        };
-        if magic == MAGIC_CRC && sum.0 != raw.check {
-            let (expected, actual) = (raw.check, sum.0);
-            let problem = Problem::Checksum { expected, actual };
-            return Err(fault(Fault::at(problem, Field::Check)));
+            if !body.pos.is_multiple_of(4) {
+                return Err(Fault::misaligned(body.pos).into());
+            }
         }
-        let data_end = data_start as u64 + size;
+    }
+
+    /// Reads one archive's records through its trailer; false if `visit` asked to stop.
+    fn archive(&mut self, r: &mut Counted<impl Read>, member: usize) -> Result<bool, Stop> {
+        loop {
+            let offset = r.pos;
+            let record = self.record(r, member, offset).map_err(|stop| match stop {
+                Stop::Fault(fault) => Stop::Fault(fault.shifted(offset)),
+                io => io,
+            })?;
+            let Some(entry) = record else {
+                return Ok(true);
+            };
+            if !(self.visit)(entry) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Reads the record at `offset` of `member`: the entry, its data kept or not, or `None`
+    /// for the trailer. Fault offsets count from the record's first byte.
+    fn record(&self, r: &mut impl Read, member: usize, offset: u64) -> Result<Option<Entry>, Stop> {
+        let (raw, crc) = read_header(r)?;
+        let mut name = vec![0; raw.namesize as usize];
+        if read_full(r, &mut name)? < name.len() {
+            return Err(Fault::at(Problem::Truncated, Field::Name).into());
+        }
+        let name = parse_name(name)?;
+        let name_end = (HEADER_LEN + name.len() + 1) as u64;
+        let padded = name_end + pad4(name_end) as u64;
+        let data_start = name_end + skip(r, padded - name_end, &mut io::sink())?;
+        if data_start < padded && raw.filesize > 0 {
+            return Err(Fault::truncated_data(data_start).into());
+        }
+        let (data, sum) = read_data(r, raw.filesize, (self.keep)(&raw), data_start)?;
+        if crc {
+            verify_check(&raw, sum)?;
+        }
+        let data_end = data_start + u64::from(raw.filesize);
         skip(r, pad4(data_end) as u64, &mut io::sink())?;
-        if name == TRAILER_NAME {
-            return Ok(true);
-        }
-        let entry = Entry {
+        Ok((name != TRAILER_NAME).then_some(Entry {
             raw,
             name,
             data,
             member,
-            offset: pos,
-        };
-        if !visit(entry) {
-            return Ok(false);
-        }
+            offset,
+        }))
     }
+}
+
+/// Reads and checks a header (a record with no byte is a missing trailer); returns it and
+/// whether its data must sum to its check field.
+fn read_header(r: &mut impl Read) -> Result<(RawHeader, bool), Stop> {
+    let mut header = [0; HEADER_LEN];
+    let fault = match read_full(r, &mut header)? {
+        0 => Fault::at(Problem::MissingTrailer, Field::Magic),
+        n if n < HEADER_LEN => Fault::at(Problem::Truncated, Field::cut_at(n)),
+        _ => return Ok(RawHeader::parse(&header)?),
+    };
+    Err(fault.into())
+}
+
+/// Reads `size` bytes of data starting at `start` in the record, summing them; returns them
+/// if `keep`, else nothing. Kept data grows with what is read, not with `size`.
+fn read_data(
+    r: &mut impl Read,
+    size: u32,
+    keep: bool,
+    start: u64,
+) -> Result<(Vec<u8>, Checksum), Stop> {
+    let (mut data, mut sum) = (Vec::new(), Checksum::default());
+    let mut bytes = r.take(size.into());
+    let read = if keep {
+        bytes.read_to_end(&mut data)?;
+        sum.write_all(&data)?;
+        data.len() as u64
+    } else {
+        io::copy(&mut bytes, &mut sum)?
+    };
+    if read < size.into() {
+        return Err(Fault::truncated_data(start).into());
+    }
+    Ok((data, sum))
 }
 
 /// Reads until `buf` is full or the input ends; the number of bytes read.
@@ -230,8 +326,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Passes up to `len` bytes of `r` to `to`; the number of bytes there were.
-fn skip(r: &mut impl Read, len: u64, to: &mut impl Write) -> io::Result<usize> {
-    Ok(io::copy(&mut r.take(len), to)? as usize)
+fn skip(r: &mut impl Read, len: u64, to: &mut impl Write) -> io::Result<u64> {
+    io::copy(&mut r.take(len), to)
 }
 
 fn skip_zeros(r: &mut impl BufRead) -> io::Result<()> {
@@ -277,63 +373,11 @@ impl<R: BufRead> BufRead for Counted<R> {
     }
 }
 
-/// The marker error of [`Capped`].
-#[derive(Debug)]
-struct TooLarge;
-
-impl std::fmt::Display for TooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("decompressed size limit exceeded")
-    }
-}
-
-impl std::error::Error for TooLarge {}
-
-/// A reader that fails with [`TooLarge`] once more than `left` bytes come out of `inner`.
-struct Capped<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.left = self
-            .left
-            .checked_sub(n as u64)
-            .ok_or_else(|| io::Error::other(TooLarge))?;
-        Ok(n)
-    }
-}
-
-/// The 32-bit byte sum of what is written (the `070702` check).
-struct Sum(u32);
-
-impl Write for Sum {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 = buf
-            .iter()
-            .fold(self.0, |sum, &b| sum.wrapping_add(b.into()));
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Header, Reader, Writer};
-
-    fn header(name: &str, mode: u32) -> Header {
-        Header {
-            name: name.into(),
-            mode,
-            ..Header::default()
-        }
-    }
+    use crate::read::tests::header;
+    use crate::{Reader, Writer};
 
     fn archive(content: &[u8]) -> Vec<u8> {
         let mut w = Writer::new(Vec::new());
