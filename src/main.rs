@@ -1,4 +1,5 @@
-//! Entry point: boot mode when running as PID 1 (or invoked as `init`), else the CLI.
+//! Entry point: boot mode when running as PID 1 (or invoked as `init`), else the CLI (as
+//! `systemd-sysext` when invoked by that name).
 
 use std::path::Path;
 
@@ -9,8 +10,13 @@ fn main() {
         initrd_sysext::boot::init::run();
     }
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    if let Err(e) = initrd_sysext::cli::run(args) {
-        eprintln!("initrd-sysext: {e}");
+    let name = Path::new(&argv0).file_name().unwrap_or_default();
+    let result = match name == "systemd-sysext" {
+        true => initrd_sysext::cli::run_sysext(args),
+        false => initrd_sysext::cli::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("{}: {e}", name.to_string_lossy());
         std::process::exit(e.exit_code());
     }
 }

@@ -299,3 +299,55 @@ fn merge_stacks_on_an_existing_overlay() {
         assert!(out.contains(want), "{want}: {out}");
     }
 }
+
+/// systemd-sysext's command-line grammar: options before or after the verb, `--opt=value` and
+/// `--opt value`, booleans in systemd's spellings, `status` by default, and the binary invoked
+/// as `systemd-sysext` (what scripts written for systemd call).
+#[test]
+fn command_line_grammar_of_systemd_sysext() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
+    dir_ext(
+        &r,
+        "var/lib/extensions",
+        "gram",
+        "ID=debian\nVERSION_ID=12\n",
+    );
+    let alias = dir.path().join("systemd-sysext");
+    std::os::unix::fs::symlink(BIN, &alias).unwrap();
+    let (r, a) = (s(&r), s(&alias));
+    let out = in_namespace(&format!(
+        "{BIN} --root={r} merge --noexec=no >/dev/null\n\
+         cat {r}/usr/bin/gram; echo\n\
+         {BIN} --json short status --root {r}\n\
+         {a} --root={r} --no-legend --no-pager\n\
+         {BIN} sysext unmerge --root={r} --no-reload >/dev/null\n\
+         {a} --root {r} --json=short\n\
+         test ! -e {r}/usr/bin/gram && echo GONE"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "gram", "{out}");
+    assert!(
+        lines[1].starts_with(r#"[{"extensions":["gram"],"hierarchy":"/usr""#),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("/usr      gram ") && lines[3].starts_with("/opt      none"),
+        "{out}"
+    );
+    assert!(lines[4].contains("\"extensions\":\"none\""), "{out}");
+    assert_eq!(lines[5], "GONE", "{out}");
+    // Usage errors exit 2, as systemd's do.
+    for bad in [
+        &["--noexec=maybe", "status"][..],
+        &["--root"],
+        &["status", "merge"],
+        &["frobnicate", "--root=/x"],
+    ] {
+        let args: Vec<&str> = bad.to_vec();
+        cli(args).fails_with(2, "");
+    }
+}

@@ -474,6 +474,45 @@ fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks
         .expect("ROOT-INIT: done");
 }
 
+/// A kernel that checks signatures but whose keyrings lack the signer (ENOKEY, as Debian's
+/// kernel with an appliance's key): refused, unless userspace verification is allowed and the
+/// signer's certificate is in the initrd's verity.d.
+#[test]
+fn kernel_refusal_falls_back_to_userspace_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let own = signed_hello(d, "ownkey", "untrusted", &[]);
+    let stranger = signed_hello(d, "stranger", "ca-issued", &[]);
+    let initrd = initrd(d, &[&own, &stranger], &["--cert", s(&key("untrusted.crt"))]);
+    let root = root_tree(d, "");
+    let (disk, part_uuid, _) = root_disk(d, &root);
+    let boot = |append: &str| {
+        Qemu {
+            kernel: test_kernel(),
+            initrd: &initrd,
+            disks: vec![disk.clone()],
+            append: format!("root=PARTUUID={part_uuid} {append}"),
+            timeout: TIMEOUT,
+        }
+        .boot()
+    };
+    boot("")
+        .expect("skipping extension ownkey")
+        .expect("signer not trusted by the kernel's keyrings")
+        .expect_not("HELLO-FROM-ownkey")
+        .expect("ROOT-INIT: done");
+    boot("rd.sysext.userspace_verity=1")
+        .expect(
+            "ownkey: erofs root image, Signed, signed by CN=initrd-sysext TEST untrusted signer",
+        )
+        .expect("userspace)")
+        .expect("HELLO-FROM-ownkey")
+        .expect("skipping extension stranger")
+        .expect("signature refused in userspace")
+        .expect_not("HELLO-FROM-stranger")
+        .expect("ROOT-INIT: done");
+}
+
 #[test]
 fn scenario7_root_device_appearing_late_is_waited_for() {
     let dir = tempfile::tempdir().unwrap();

@@ -33,8 +33,10 @@ usage: initrd-sysext [-v] COMMAND ...
   inspect IMAGE|INITRD [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
-  merge | unmerge | refresh | status | list  [--root DIR] [--json=pretty|short|off]
-               [--image-policy POLICY] [--userspace-verity] [--kernel-cmdline] [--force] [--noexec]
+  [sysext] [OPTIONS] [status|merge|unmerge|refresh|list] [OPTIONS]   (systemd-sysext's grammar;
+               also as argv[0] systemd-sysext)  --root DIR  --json=pretty|short|off  --force
+               --image-policy POLICY  --noexec[=BOOL]  --always-refresh=BOOL  --no-reload
+               --no-legend  --no-pager  --userspace-verity  --kernel-cmdline
   --version, --help
 ";
 
@@ -70,9 +72,11 @@ fn usage(msg: impl Into<String>) -> CliError {
     CliError::Usage(msg.into())
 }
 
-/// Parses and runs the command line.
+/// Parses and runs the command line. The systemd-sysext verbs take systemd's grammar (options
+/// before or after the verb, the verb defaulting to `status`), with or without the word
+/// `sysext` before them.
 pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
-    let mut p = Parser::from_args(args);
+    let mut p = Parser::from_args(args.clone());
     let mut verbosity = 0;
     let command = loop {
         match p.next()? {
@@ -85,6 +89,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
                 print!("{USAGE}");
                 return Ok(());
             }
+            Some(Long(o)) if sysext::OPTIONS.contains(&o) => return run_sysext(args),
             Some(Value(v)) => break v.string()?,
             Some(other) => return Err(other.unexpected().into()),
             None => return Err(usage("no command given")),
@@ -98,9 +103,20 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
         "inspect" => image::inspect(&mut p),
         "verify" => image::verify(&mut p),
         "check-kernel" => boot::check_kernel(&mut p),
-        "merge" | "unmerge" | "refresh" | "status" | "list" => sysext::verb(&command, &mut p),
+        "sysext" => sysext::run(&mut p),
+        verb if sysext::VERBS.contains(&verb) => run_sysext(args),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
+}
+
+/// The command line of `systemd-sysext` (the binary invoked by that name, or the verbs).
+pub fn run_sysext(args: Vec<OsString>) -> Result<(), CliError> {
+    let verbosity = args
+        .iter()
+        .filter(|a| *a == "-v" || *a == "--verbose")
+        .count();
+    logging::init_stderr(verbosity.min(255) as u8);
+    sysext::run(&mut Parser::from_args(args))
 }
 
 fn path(p: &mut Parser) -> Result<PathBuf, CliError> {

@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 use lexopt::prelude::*;
-use lexopt::Parser;
+use lexopt::{Parser, ValueExt};
 use serde_json::Value;
 
 use super::{choose, failed, logging, path, string, usage, CliError};
 use crate::boot::cmdline::Cmdline;
 use crate::format::release::Scope;
+use crate::format::unit;
 use crate::runtime::activate::Context;
 use crate::runtime::policy::Policy;
 use crate::runtime::{merge, verbs};
@@ -31,41 +32,151 @@ fn print_value(v: &Value, json: Json, text: impl FnOnce() -> String) -> Result<(
     Ok(())
 }
 
-/// merge, unmerge, refresh, status, list — as systemd-sysext, on `--root` (default /).
-pub fn verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
-    let (mut root, mut json, mut policy, mut userspace) =
-        (PathBuf::from("/"), Json::Off, None, false);
-    let mut cmdline = None;
-    let (mut force, mut noexec) = (false, false);
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("root") => root = path(p)?,
-            Long("json") => {
-                let modes = [
-                    ("off", Json::Off),
-                    ("short", Json::Short),
-                    ("pretty", Json::Pretty),
-                ];
-                json = choose(&string(p)?, "--json", &modes)?;
+/// The verbs, in systemd-sysext's order; the first is the default.
+pub const VERBS: [&str; 5] = ["status", "merge", "unmerge", "refresh", "list"];
+
+/// The long options of the verbs (so that the top level knows an option before the verb).
+pub const OPTIONS: [&str; 13] = [
+    "root",
+    "json",
+    "image-policy",
+    "noexec",
+    "force",
+    "no-reload",
+    "always-refresh",
+    "no-legend",
+    "no-pager",
+    "userspace-verity",
+    "kernel-cmdline",
+    "help",
+    "version",
+];
+
+/// A verb's command line, in systemd's grammar: options before or after the verb,
+/// `--opt=value` or `--opt value`, booleans in every systemd spelling.
+struct Args {
+    verb: String,
+    root: PathBuf,
+    json: Json,
+    policy: Option<Policy>,
+    userspace: bool,
+    cmdline: Option<Cmdline>,
+    force: bool,
+    noexec: bool,
+    legend: bool,
+}
+
+impl Args {
+    /// None for `--help` and `--version`, which are answered here.
+    fn parse(p: &mut Parser) -> Result<Option<Args>, CliError> {
+        let mut a = Args {
+            verb: String::new(),
+            root: PathBuf::from("/"),
+            json: Json::Off,
+            policy: None,
+            userspace: false,
+            cmdline: None,
+            force: false,
+            noexec: false,
+            legend: true,
+        };
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("root") => a.root = path(p)?,
+                Long("json") => {
+                    let modes = [
+                        ("off", Json::Off),
+                        ("short", Json::Short),
+                        ("pretty", Json::Pretty),
+                    ];
+                    a.json = choose(&string(p)?, "--json", &modes)?;
+                }
+                Long("image-policy") => {
+                    let text = string(p)?;
+                    let policy = text.parse::<Policy>();
+                    a.policy = Some(policy.map_err(|e| usage(format!("--image-policy: {e}")))?);
+                }
+                Long("userspace-verity") => a.userspace = true,
+                Long("force") => a.force = true,
+                Long("noexec") => a.noexec = boolean(p, "--noexec")?,
+                // Reloading a service manager is not done here; refresh always refreshes.
+                Long("always-refresh") => _ = boolean(p, "--always-refresh")?,
+                Long("no-reload") | Long("no-pager") => {}
+                Long("no-legend") => a.legend = false,
+                Long("kernel-cmdline") => {
+                    logging::to_kmsg();
+                    let line = std::fs::read_to_string("/proc/cmdline").map_err(failed)?;
+                    a.cmdline = Some(Cmdline::parse(&line).0);
+                }
+                Short('v') | Long("verbose") => {}
+                Short('h') | Long("help") => {
+                    print!("{}", super::USAGE);
+                    return Ok(None);
+                }
+                Long("version") => {
+                    println!("initrd-sysext {}", env!("CARGO_PKG_VERSION"));
+                    return Ok(None);
+                }
+                Value(v) if a.verb.is_empty() => {
+                    a.verb = v.string()?;
+                    if !VERBS.contains(&a.verb.as_str()) {
+                        return Err(usage(format!("unknown verb {:?}", a.verb)));
+                    }
+                }
+                other => return Err(other.unexpected().into()),
             }
-            Long("image-policy") => {
-                let text = string(p)?;
-                policy = Some(
-                    text.parse::<Policy>()
-                        .map_err(|e| usage(format!("--image-policy: {e}")))?,
-                );
-            }
-            Long("userspace-verity") => userspace = true,
-            Long("force") => force = true,
-            Long("noexec") => noexec = true,
-            Long("kernel-cmdline") => {
-                logging::to_kmsg();
-                let line = std::fs::read_to_string("/proc/cmdline").map_err(failed)?;
-                cmdline = Some(Cmdline::parse(&line).0);
-            }
-            other => return Err(other.unexpected().into()),
         }
+        if a.verb.is_empty() {
+            a.verb = VERBS[0].to_owned();
+        }
+        Ok(Some(a))
     }
+}
+
+/// A boolean option: `--opt=BOOL`, `--opt BOOL`, or bare `--opt` (yes).
+fn boolean(p: &mut Parser, opt: &str) -> Result<bool, CliError> {
+    let word = match p.optional_value() {
+        Some(v) => Some(v.string()?),
+        None => {
+            let mut raw = p
+                .try_raw_args()
+                .ok_or_else(|| usage(format!("{opt}: bad value")))?;
+            let next = raw.peek().and_then(|v| v.to_str());
+            match next
+                .filter(|w| unit::boolean(w).is_some())
+                .map(str::to_owned)
+            {
+                Some(w) => {
+                    raw.next();
+                    Some(w)
+                }
+                None => None,
+            }
+        }
+    };
+    match word {
+        None => Ok(true),
+        Some(w) => unit::boolean(&w).ok_or_else(|| usage(format!("{opt}={w}: expected a boolean"))),
+    }
+}
+
+/// merge, unmerge, refresh, status, list — as systemd-sysext, on `--root` (default /).
+pub fn run(p: &mut Parser) -> Result<(), CliError> {
+    let Some(Args {
+        verb,
+        root,
+        json,
+        policy,
+        userspace,
+        cmdline,
+        force,
+        noexec,
+        legend,
+    }) = Args::parse(p)?
+    else {
+        return Ok(());
+    };
+    let verb = verb.as_str();
     let mut ctx = verbs::context(&root, policy, userspace);
     (ctx.force, ctx.noexec) = (force, noexec);
     if let Some(c) = &cmdline {
@@ -79,12 +190,14 @@ pub fn verb(verb: &str, p: &mut Parser) -> Result<(), CliError> {
         "status" => {
             let v = verbs::status(&root);
             print_value(&v, json, || {
-                table(&v, &["hierarchy", "extensions", "since"])
+                table(&v, &["hierarchy", "extensions", "since"], legend)
             })
         }
         "list" => {
             let v = verbs::list(&root, ctx.scope == Scope::Initrd);
-            print_value(&v, json, || table(&v, &["name", "type", "path", "time"]))
+            print_value(&v, json, || {
+                table(&v, &["name", "type", "path", "time"], legend)
+            })
         }
         "unmerge" => {
             let done = merge::unmerge(&root).map_err(failed)?;
@@ -133,8 +246,9 @@ fn apply_cmdline(ctx: &mut Context, c: &Cmdline) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Renders a JSON array of objects as aligned columns with the given keys.
-fn table(v: &Value, keys: &[&str]) -> String {
+/// Renders a JSON array of objects as aligned columns with the given keys, under a header line
+/// unless `legend` is off.
+fn table(v: &Value, keys: &[&str], legend: bool) -> String {
     let rows: Vec<Vec<String>> = v
         .as_array()
         .into_iter()
@@ -171,7 +285,10 @@ fn table(v: &Value, keys: &[&str]) -> String {
             .collect();
         parts.join(" ").trim_end().to_owned() + "\n"
     };
-    let mut out = line(keys.iter().map(|k| k.to_uppercase()).collect());
+    let mut out = match legend {
+        true => line(keys.iter().map(|k| k.to_uppercase()).collect()),
+        false => String::new(),
+    };
     for r in rows {
         out += &line(r);
     }

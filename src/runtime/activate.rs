@@ -325,8 +325,15 @@ fn signed(
     drop(key);
     match loaded {
         Ok(dev) => Ok((dev, Some("kernel keyring".into()))),
-        Err(e) if kernel_lacks_signatures(&e) && ctx.userspace_verity => {
-            info!("the kernel cannot check root-hash signatures: checking in userspace");
+        // As systemd: whatever the kernel refused (no signature support, a signer its keyrings
+        // lack: ENOKEY on a distribution kernel), userspace may check it where allowed.
+        Err(e) if table_load_failed(&e) && ctx.userspace_verity => {
+            match kernel_lacks_signatures(&e) {
+                true => {
+                    info!("the kernel cannot check root-hash signatures: checking in userspace")
+                }
+                false => info!("the kernel refused the signature ({e}): checking in userspace"),
+            }
             let signer = userspace_check(ctx, pkcs7, root_hash)?;
             table.sig_key_desc = None;
             Ok((dm::create_verity(name, &table)?, Some(signer)))
@@ -338,6 +345,17 @@ fn signed(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The kernel refused the table (with the signature) at load time.
+fn table_load_failed(e: &DmError) -> bool {
+    matches!(
+        e,
+        DmError::Ioctl {
+            ioctl: dm::DmIoctl::TableLoad,
+            ..
+        }
+    )
 }
 
 /// EINVAL on the table load with a signature: a kernel without DM_VERITY_VERIFY_ROOTHASH_SIG.
