@@ -265,20 +265,15 @@ fn overlay(
     fs::create_dir_all(&staged).map_err(io(&staged))?;
     let dir = rustix::fs::open(&staged, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| io(&staged)(e.into()))?;
-    let mut names = Vec::new();
+    let mut fds = Vec::new();
     let mut merged = Vec::new();
     for a in layers {
-        let Some(fd) = a.hierarchy(h) else {
-            continue;
-        };
-        let name = ws.name("");
-        bind_fd(fd.as_fd(), dir.as_fd(), &staged.join(&name)).map_err(|e| MergeError::Io {
-            path: a.top.join(h),
-            source: e.into(),
-        })?;
-        names.push(name);
-        merged.push(a.name.as_str());
+        if let Some(fd) = a.hierarchy(h) {
+            fds.push((fd, a));
+            merged.push(a.name.as_str());
+        }
     }
+    let names = layer_names(ws, &staged, dir.as_fd(), h, &fds)?;
     if names.is_empty() {
         return Ok(false);
     }
@@ -422,6 +417,39 @@ fn stack(
         });
     }
     Ok(groups)
+}
+
+/// How the overlay names its layers, highest first. Each layer is a directory opened inside
+/// its extension, so the kernel must take exactly that directory, never resolve a path in the
+/// extension again: `/proc/self/fd/N` (the magic link is the open directory itself) when they
+/// fit in one overlay's options, else a clone of each mounted under a short name in the
+/// staging directory `dir` (1,000 extensions take ~4 KiB that way).
+fn layer_names(
+    ws: &Workspace,
+    staged: &Path,
+    dir: BorrowedFd,
+    h: &str,
+    fds: &[(OwnedFd, &&Activated)],
+) -> Result<Vec<String>, MergeError> {
+    let by_fd: Vec<String> = fds
+        .iter()
+        .map(|(fd, _)| format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .collect();
+    let fits = by_fd.len() + 2 <= OVL_MAX_STACK
+        && by_fd.iter().map(|n| n.len() + 1).sum::<usize>() < OPTIONS_MAX / 2;
+    if fits && Path::new("/proc/self/fd").is_dir() {
+        return Ok(by_fd);
+    }
+    let mut names = Vec::new();
+    for (fd, a) in fds {
+        let name = ws.name("");
+        bind_fd(fd.as_fd(), dir, &staged.join(&name)).map_err(|e| MergeError::Io {
+            path: a.top.join(h),
+            source: e.into(),
+        })?;
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// Mounts a clone of the directory `fd` at `at` (in the directory `dir`, named as `at`).
