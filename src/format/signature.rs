@@ -197,6 +197,8 @@ pub fn verify(der: &[u8], root_hash: &str, certs: &[X509]) -> Result<X509, Signa
     let vflags = Pkcs7Flags::NOINTERN | Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY;
     p7.verify(&stack, &store, Some(root_hash.as_bytes()), None, vflags)
         .map_err(|e| invalid(e.to_string()))?;
+    // OpenSSL does not look at these; the kernel refuses what it does not know (-ENOPKG).
+    kernel_algorithms(der).map_err(|what| invalid(format!("{what}, which the kernel refuses")))?;
     let signers = p7
         .signers(&stack, vflags)
         .map_err(|e| invalid(format!("signer not found: {e}")))?;
@@ -205,6 +207,88 @@ pub fn verify(der: &[u8], root_hash: &str, certs: &[X509]) -> Result<X509, Signa
         .next()
         .map(|c| c.to_owned())
         .ok_or_else(|| invalid("no signer".into()))
+}
+
+/// Digest algorithms the kernel's PKCS#7 parser knows: sha1, sha224, sha256, sha384, sha512.
+const DIGESTS: [&[u8]; 5] = [
+    &[0x2b, 0x0e, 0x03, 0x02, 0x1a],
+    &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04],
+    &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01],
+    &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02],
+    &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03],
+];
+/// `1.2.840.113549.1.x.y` (PKCS) and `1.2.840.10045.4.x` (ECDSA) prefixes.
+const PKCS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01];
+const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+
+/// Signature algorithms the kernel takes in a PKCS#7: rsaEncryption and sha*WithRSAEncryption
+/// (PKCS#1 1, 5, 11–14), ecdsa-with-SHA1 and ecdsa-with-SHA224…512.
+fn signature_algorithm_known(oid: &[u8]) -> bool {
+    match (oid.strip_prefix(PKCS), oid.strip_prefix(ECDSA)) {
+        (Some([0x01, n]), _) => matches!(n, 0x01 | 0x05 | 0x0b..=0x0e),
+        (_, Some([0x01])) => true,
+        (_, Some([0x03, n])) => (1..=4).contains(n),
+        _ => false,
+    }
+}
+
+/// One DER element with tag `tag` at the start of `b`: its contents and what follows.
+fn der(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, b) = b.split_first()?;
+    let (&first, b) = b.split_first()?;
+    let (len, b) = match first {
+        0..=0x7f => (usize::from(first), b),
+        0x81..=0x84 => {
+            let n = usize::from(first & 0x7f);
+            let len = b.get(..n)?.iter().fold(0, |a, &x| a << 8 | usize::from(x));
+            (len, &b[n..])
+        }
+        _ => return None,
+    };
+    (t == tag && b.len() >= len).then(|| (&b[..len], &b[len..]))
+}
+
+/// The kinds and algorithms of a SignedData PKCS#7 that OpenSSL's verify does not check:
+/// content types signedData and data, the first signer's digest and signature algorithms.
+fn kernel_algorithms(p7: &[u8]) -> Result<(), &'static str> {
+    const SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+    const DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+    let malformed = "the PKCS#7 structure is malformed";
+    let (info, _) = der(p7, 0x30).ok_or(malformed)?;
+    let (kind, rest) = der(info, 0x06).ok_or(malformed)?;
+    let (explicit, _) = der(rest, 0xa0).ok_or(malformed)?;
+    let (signed, _) = der(explicit, 0x30).ok_or(malformed)?;
+    let (_, rest) = der(signed, 0x02).ok_or(malformed)?;
+    let (_, rest) = der(rest, 0x31).ok_or(malformed)?;
+    let (content, mut rest) = der(rest, 0x30).ok_or(malformed)?;
+    let (content_kind, _) = der(content, 0x06).ok_or(malformed)?;
+    if kind != SIGNED_DATA || content_kind != DATA {
+        return Err("the PKCS#7 is not signedData over data");
+    }
+    // Certificates [0] and CRLs [1] may come before the signer infos.
+    for tag in [0xa0, 0xa1] {
+        if let Some((_, r)) = der(rest, tag) {
+            rest = r;
+        }
+    }
+    let (signers, _) = der(rest, 0x31).ok_or(malformed)?;
+    let (signer, _) = der(signers, 0x30).ok_or(malformed)?;
+    let (_, rest) = der(signer, 0x02).ok_or(malformed)?;
+    let sid = der(rest, 0x30).or_else(|| der(rest, 0x80));
+    let (_, rest) = sid.ok_or(malformed)?;
+    let (digest, mut rest) = der(rest, 0x30).ok_or(malformed)?;
+    if let Some((_, r)) = der(rest, 0xa0) {
+        rest = r;
+    }
+    let (signature, _) = der(rest, 0x30).ok_or(malformed)?;
+    let oid = |alg| der(alg, 0x06).map(|(oid, _)| oid).ok_or(malformed);
+    if !DIGESTS.contains(&oid(digest)?) {
+        return Err("the signer's digest algorithm is unknown");
+    }
+    if !signature_algorithm_known(oid(signature)?) {
+        return Err("the signer's signature algorithm is unknown");
+    }
+    Ok(())
 }
 
 /// The signer's subject as `CN=…, O=…`.
@@ -270,4 +354,38 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn algorithms_the_kernel_knows() {
+        for oid in [
+            &PKCS_RSA[..],
+            &[PKCS, &[0x01, 0x0b]].concat(),
+            &[ECDSA, &[0x03, 0x02]].concat(),
+        ] {
+            assert!(signature_algorithm_known(oid), "{oid:x?}");
+        }
+        for oid in [
+            &[PKCS, &[0x01, 0x7f]].concat()[..],
+            &[ECDSA, &[0x03, 0x05]].concat(),
+            &[],
+        ] {
+            assert!(!signature_algorithm_known(oid), "{oid:x?}");
+        }
+        assert_eq!(
+            der(&[0x30, 0x01, 0xaa, 0xbb], 0x30),
+            Some((&[0xaa][..], &[0xbb][..]))
+        );
+        assert_eq!(
+            der(&[0x30, 0x81, 0x02, 1, 2], 0x30),
+            Some((&[1, 2][..], &[][..]))
+        );
+        assert_eq!(der(&[0x30, 0x05, 1], 0x30), None, "length past the end");
+        assert_eq!(der(&[0x31, 0x00], 0x30), None, "another tag");
+        assert_eq!(
+            kernel_algorithms(&[0x30, 0x00]),
+            Err("the PKCS#7 structure is malformed")
+        );
+    }
+
+    const PKCS_RSA: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 }
