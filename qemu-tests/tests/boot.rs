@@ -439,26 +439,45 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
     );
 }
 
-#[test]
-fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let build = |name: &str, keyname: &str| signed_hello(d, name, keyname, &[]);
-    let good = build("usgood", "trusted");
-    let bad = build("usbad", "untrusted");
-    let initrd = initrd(d, &[&good, &bad], &["--cert", s(&key("trusted.crt"))]);
+/// Boots `kernel` with an initrd holding two signed hello extensions, `(name, signing key)`
+/// each, and the certificate `cert` in its verity.d, over a root disk; returns a function of
+/// the extra kernel command line.
+fn two_signed(
+    d: &Path,
+    kernel: &'static Path,
+    a: (&str, &str),
+    b: (&str, &str),
+    cert: &str,
+) -> impl Fn(&str) -> Boot {
+    let a = signed_hello(d, a.0, a.1, &[]);
+    let b = signed_hello(d, b.0, b.1, &[]);
+    let initrd = initrd(d, &[&a, &b], &["--cert", s(&key(cert))]);
     let root = root_tree(d, "");
     let (disk, part_uuid, _) = root_disk(d, &root);
-    let boot = |append: &str| {
+    move |append: &str| {
         Qemu {
-            kernel: test_kernel_without_signatures(),
+            kernel,
             initrd: &initrd,
             disks: vec![disk.clone()],
             append: format!("root=PARTUUID={part_uuid} {append}"),
             timeout: TIMEOUT,
         }
         .boot()
-    };
+    }
+}
+
+#[test]
+fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kernel = test_kernel_without_signatures();
+    let boot = two_signed(
+        d,
+        kernel,
+        ("usgood", "trusted"),
+        ("usbad", "untrusted"),
+        "trusted.crt",
+    );
     boot("")
         .expect("skipping extension usgood")
         .expect("the kernel cannot check root-hash signatures (no DM_VERITY_VERIFY_ROOTHASH_SIG)")
@@ -481,21 +500,8 @@ fn userspace_verification_only_when_allowed_on_a_kernel_without_signature_checks
 fn kernel_refusal_falls_back_to_userspace_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let own = signed_hello(d, "ownkey", "untrusted", &[]);
-    let stranger = signed_hello(d, "stranger", "ca-issued", &[]);
-    let initrd = initrd(d, &[&own, &stranger], &["--cert", s(&key("untrusted.crt"))]);
-    let root = root_tree(d, "");
-    let (disk, part_uuid, _) = root_disk(d, &root);
-    let boot = |append: &str| {
-        Qemu {
-            kernel: test_kernel(),
-            initrd: &initrd,
-            disks: vec![disk.clone()],
-            append: format!("root=PARTUUID={part_uuid} {append}"),
-            timeout: TIMEOUT,
-        }
-        .boot()
-    };
+    let signers = (("ownkey", "untrusted"), ("stranger", "ca-issued"));
+    let boot = two_signed(d, test_kernel(), signers.0, signers.1, "untrusted.crt");
     boot("")
         .expect("skipping extension ownkey")
         .expect("signer not trusted by the kernel's keyrings")
