@@ -11,42 +11,9 @@ use std::process::Command;
 
 use common::*;
 
-/// A signed `--split` image `x.raw` (with x.roothash, x.verity, x.roothash.p7s) in `dir`;
-/// returns the image and the certificate.
-fn split_image(dir: &Path) -> (PathBuf, PathBuf) {
-    let tree = dir.join("tree");
-    sample_tree(&tree, "x");
-    let (key, cert) = genkey(dir, "k");
-    let image = dir.join("x.raw");
-    cli([
-        "build",
-        "sysext",
-        "--tree",
-        s(&tree),
-        "--name",
-        "x",
-        "--id",
-        "_any",
-    ])
-    .args(["--key", s(&key), "--cert", s(&cert), "--split", "--output"])
-    .args([&image])
-    .succeeds();
-    (image, cert)
-}
-
-#[test]
-fn short_roothash_sidecar_is_an_error_not_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let (image, cert) = split_image(dir.path());
-    for short in ["abcd\n", "", "ab"] {
-        fs::write(dir.path().join("x.roothash"), short).unwrap();
-        cli(["verify", s(&image), "--cert", s(&cert)]).fails_with(1, "x.roothash");
-        cli(["inspect", s(&image)]).fails_with(1, "x.roothash");
-    }
-}
-
-/// A signed DDI `x.raw` in `dir`; returns the image and the certificate.
-fn signed_ddi(dir: &Path) -> (PathBuf, PathBuf) {
+/// A signed image `x.raw` of a sample tree in `dir`, with `extra` build flags (`--split`:
+/// x.roothash, x.verity, x.roothash.p7s beside it); returns the image and the certificate.
+fn signed_image(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     let tree = dir.join("tree");
     sample_tree(&tree, "x");
     let (key, cert) = genkey(dir, "k");
@@ -62,8 +29,20 @@ fn signed_ddi(dir: &Path) -> (PathBuf, PathBuf) {
         "_any",
     ])
     .args(["--key", s(&key), "--cert", s(&cert), "--output", s(&image)])
+    .args(extra)
     .succeeds();
     (image, cert)
+}
+
+#[test]
+fn short_roothash_sidecar_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, cert) = signed_image(dir.path(), &["--split"]);
+    for short in ["abcd\n", "", "ab"] {
+        fs::write(dir.path().join("x.roothash"), short).unwrap();
+        cli(["verify", s(&image), "--cert", s(&cert)]).fails_with(1, "x.roothash");
+        cli(["inspect", s(&image)]).fails_with(1, "x.roothash");
+    }
 }
 
 fn patch(path: &Path, offset: u64, bytes: &[u8]) {
@@ -75,7 +54,7 @@ fn patch(path: &Path, offset: u64, bytes: &[u8]) {
 #[test]
 fn verity_must_cover_the_whole_filesystem() {
     let dir = tempfile::tempdir().unwrap();
-    let (image, cert) = signed_ddi(dir.path());
+    let (image, cert) = signed_image(dir.path(), &[]);
     cli(["verify", s(&image), "--cert", s(&cert)]).succeeds();
     let (data, data_size) = partition(&image, 1);
     let (hash, _) = partition(&image, 2);
@@ -111,7 +90,7 @@ fn stretch_partition(image: &Path, index: usize, sectors: u64) {
 #[test]
 fn overlapping_partitions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (image, cert) = signed_ddi(dir.path());
+    let (image, cert) = signed_image(dir.path(), &[]);
     // The data partition reaches 8 sectors into the hash partition.
     stretch_partition(&image, 0, 8);
     cli(["verify", s(&image), "--cert", s(&cert)]).fails_with(1, "overlaps partition 2");
