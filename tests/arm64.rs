@@ -41,16 +41,7 @@ fn arm64_binary_builds_and_verifies_across_architectures() {
     sample_tree(&tree, "x");
     let (key, cert) = genkey(d, "k");
     let (on_arm, on_x86) = (d.join("arm.raw"), d.join("x86.raw"));
-    let build = [
-        "build",
-        "sysext",
-        "--tree",
-        s(&tree),
-        "--name",
-        "x",
-        "--id",
-        "_any",
-    ];
+    let build = build_any(&tree, "x");
     let signing = ["--key", s(&key), "--cert", s(&cert)];
     let arm_args = [
         &build[..],

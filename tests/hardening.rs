@@ -18,19 +18,10 @@ fn signed_image(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     sample_tree(&tree, "x");
     let (key, cert) = genkey(dir, "k");
     let image = dir.join("x.raw");
-    cli([
-        "build",
-        "sysext",
-        "--tree",
-        s(&tree),
-        "--name",
-        "x",
-        "--id",
-        "_any",
-    ])
-    .args(["--key", s(&key), "--cert", s(&cert), "--output", s(&image)])
-    .args(extra)
-    .succeeds();
+    cli(build_any(&tree, "x"))
+        .args(["--key", s(&key), "--cert", s(&cert), "--output", s(&image)])
+        .args(extra)
+        .succeeds();
     (image, cert)
 }
 
@@ -115,18 +106,9 @@ fn split_outputs_appear_together_or_not_at_all() {
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
     let build = |force: bool| {
-        let c = cli([
-            "build",
-            "sysext",
-            "--tree",
-            s(&tree),
-            "--name",
-            "x",
-            "--id",
-            "_any",
-        ])
-        .args(["--key", s(&key), "--cert", s(&cert), "--split"])
-        .args(["--output", s(&out.join("x.raw"))]);
+        let c = cli(build_any(&tree, "x"))
+            .args(["--key", s(&key), "--cert", s(&cert), "--split"])
+            .args(["--output", s(&out.join("x.raw"))]);
         if force {
             c.args(["--force"])
         } else {

@@ -210,19 +210,8 @@ fn existing_output_is_kept_without_force() {
     sample_tree(&tree, "x");
     let out = dir.path().join("x.raw");
     fs::write(&out, b"precious").unwrap();
-    let args = [
-        "build",
-        "sysext",
-        "--tree",
-        s(&tree),
-        "--name",
-        "x",
-        "--id",
-        "_any",
-        "--output",
-        s(&out),
-    ];
-    cli(args).fails_with(1, "exists (use --force");
+    let args = [&build_any(&tree, "x")[..], &["--output", s(&out)]].concat();
+    cli(&args).fails_with(1, "exists (use --force");
     assert_eq!(fs::read(&out).unwrap(), b"precious");
     let mut forced = args.to_vec();
     forced.push("--force");

@@ -22,6 +22,20 @@ where
     Cli::new(BIN).args(args)
 }
 
+/// `build sysext` of `tree` as extension `name` for any OS (`--id _any`); more flags follow.
+pub fn build_any<'a>(tree: &'a Path, name: &'a str) -> [&'a str; 8] {
+    [
+        "build",
+        "sysext",
+        "--tree",
+        s(tree),
+        "--name",
+        name,
+        "--id",
+        "_any",
+    ]
+}
+
 /// Our binary with arguments.
 pub fn ours(args: &[&str]) -> Output {
     cli(args).output()
