@@ -4,7 +4,17 @@
 use std::path::Path;
 
 use crate::format::lookup::{Filesystem, PathError};
-use crate::tree::{Kind, Tree};
+use crate::tree::{Kind, ScanOptions, Tree};
+
+/// A tree made by `populate` in `src` of a temporary directory, and scanned.
+pub fn scanned(populate: fn(&Path)) -> (tempfile::TempDir, Tree) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    populate(&src);
+    let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
+    (tmp, tree)
+}
 
 /// Sets an xattr on `path` itself (not a symlink's target).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {

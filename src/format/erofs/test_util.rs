@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use crate::format::test_fs::set_xattr;
-use crate::tree::{ScanOptions, Tree};
+use crate::format::test_fs::{self, set_xattr};
+use crate::tree::Tree;
 
 pub const RELEASE: &str = "usr/lib/extension-release.d/extension-release.foo";
 
@@ -45,10 +45,5 @@ pub fn populate(d: &Path) {
 
 /// [`populate`]d in `src` of a temporary directory, and scanned.
 pub fn source() -> (tempfile::TempDir, Tree) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    populate(&src);
-    let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
-    (tmp, tree)
+    test_fs::scanned(populate)
 }

@@ -104,12 +104,7 @@ pub fn populate(d: &Path) {
 
 /// [`populate`]d in `src` of a temporary directory, and scanned.
 pub fn source() -> (tempfile::TempDir, Tree) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    populate(&src);
-    let tree = Tree::scan(&src, &ScanOptions::default()).unwrap();
-    (tmp, tree)
+    test_fs::scanned(populate)
 }
 
 /// [`test_fs::assert_matches`] without the empty files of "many": each lookup there reads its
