@@ -9,64 +9,78 @@ use std::collections::HashMap;
 /// depmod skips and modprobe rejects.
 fn push_normalized(alias: &str, out: &mut String) -> bool {
     let start = out.len();
-    let mut in_bracket = false;
-    let balanced = alias.chars().all(|c| {
-        let c = match c {
-            '[' => {
-                in_bracket = true;
-                c
+    let (mut in_bracket, mut copied) = (false, 0);
+    for (i, b) in alias.bytes().enumerate() {
+        match b {
+            b'[' => in_bracket = true,
+            b']' if in_bracket => in_bracket = false,
+            b']' => {
+                out.truncate(start);
+                return false;
             }
-            ']' if !in_bracket => return false,
-            ']' => {
-                in_bracket = false;
-                c
+            b'-' if !in_bracket => {
+                out.push_str(&alias[copied..i]);
+                out.push('_');
+                copied = i + 1;
             }
-            '-' if !in_bracket => '_',
-            c => c,
-        };
-        out.push(c);
-        true
-    }) && !in_bracket;
-    if !balanced {
+            _ => {}
+        }
+    }
+    out.push_str(&alias[copied..]);
+    if in_bracket {
         out.truncate(start);
     }
-    balanced
+    !in_bracket
 }
 
 /// Where the literal text of a normalized pattern ends: at its first `*`, `?` or `[` (as
 /// kmod's index walk; a backslash before that is literal there).
 fn literal_len(pattern: &str) -> usize {
-    pattern.find(['*', '?', '[']).unwrap_or(pattern.len())
+    let wild = pattern
+        .bytes()
+        .position(|b| matches!(b, b'*' | b'?' | b'['));
+    wild.unwrap_or(pattern.len())
 }
 
 /// glibc's `fnmatch(pattern, text, 0)` in the C locale: `*` any bytes (`/` too), `?` one
 /// byte, `[...]` a set with ranges, `!`/`^` negation and a leading literal `]`, `\` quoting
 /// the next byte (a trailing one never matches), an unclosed `[` literal. A mismatch retries
-/// from the last `*` only, so the work is at most pattern length × text length.
+/// from the last `*` only (at the next copy of the literal byte after it), so the work is at
+/// most pattern length × text length.
 pub fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
+    // The last star: the pattern after it and where in the text that part is tried.
     let mut star: Option<(usize, usize)> = None;
     loop {
-        if pattern.get(p) == Some(&b'*') {
-            p += 1;
-            star = Some((p, t));
-            continue;
-        }
-        if let (true, Some(&c)) = (p < pattern.len(), text.get(t)) {
-            if let Some(next) = atom(pattern, p, c) {
-                (p, t) = (next, t + 1);
+        match pattern.get(p) {
+            Some(b'*') => {
+                p += 1;
+                if p == pattern.len() {
+                    return true;
+                }
+                star = Some((p, t));
                 continue;
             }
-        } else if p == pattern.len() && t == text.len() {
-            return true;
-        }
-        match star {
-            Some((sp, st)) if st < text.len() => {
-                star = Some((sp, st + 1));
-                (p, t) = (sp, st + 1);
+            Some(_) if t < text.len() => {
+                if let Some(next) = atom(pattern, p, text[t]) {
+                    (p, t) = (next, t + 1);
+                    continue;
+                }
             }
-            _ => return false,
+            None if t == text.len() => return true,
+            _ => {}
         }
+        let Some((sp, st)) = star else { return false };
+        let Some(rest) = text.get(st + 1..) else {
+            return false;
+        };
+        let skip = match pattern[sp] {
+            b'?' | b'[' | b'\\' => Some(0),
+            lit => rest.iter().position(|&c| c == lit),
+        };
+        let Some(skip) = skip else { return false };
+        (p, t) = (sp, st + 1 + skip);
+        star = Some((p, t));
     }
 }
 
@@ -151,9 +165,17 @@ impl AliasIndex {
     }
 
     fn id(&mut self, module: &str) -> u32 {
-        let name: Cow<str> = match module.contains(['-', '/', '.']) {
-            true => super::normalize(module).into(),
-            false => module.into(),
+        if let Some(last) = self
+            .entries
+            .last()
+            .filter(|e| self.names[e.module as usize] == module)
+        {
+            return last.module;
+        }
+        let plain = !module.bytes().any(|b| matches!(b, b'-' | b'/' | b'.'));
+        let name: Cow<str> = match plain {
+            true => module.into(),
+            false => super::normalize(module).into(),
         };
         if let Some(&id) = self.ids.get(name.as_ref()) {
             return id;
@@ -169,7 +191,7 @@ impl AliasIndex {
     }
 
     fn literal(&self, e: &Entry) -> &[u8] {
-        &self.pattern(e).as_bytes()[..e.literal as usize]
+        &self.text.as_bytes()[e.start as usize..(e.start + e.literal) as usize]
     }
 
     /// Orders the patterns by literal prefix (stable and cheap when a few were appended).
