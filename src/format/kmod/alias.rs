@@ -126,7 +126,7 @@ fn bracket_char(pattern: &[u8], i: usize) -> Option<(u8, usize)> {
     }
 }
 
-/// One pattern: its text in [`AliasIndex::text`], its literal prefix length, its module.
+/// One pattern: its place in the index's `text`, its literal prefix length, its module.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     start: u32,
