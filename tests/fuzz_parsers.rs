@@ -327,3 +327,63 @@ kernel/crypto/crc32c_generic.ko.xz:\n\0softdep libcrc32c pre: crc32c post: dm-mo
 alias crc32c crc32c_generic\nalias pci:v*d* dm_mod\nalias dm dm-verity\n\0kernel/drivers/block/loop.ko\n";
     run(11, 10_000, text, parse_kmod);
 }
+
+// --- kmod alias patterns, modules.builtin.modinfo and the glob matcher ---
+
+/// Alias text (wildcards too), modules.builtin.modinfo records and modaliases, split at
+/// `\x01` bytes: lookups, an added module and closures through the wildcard index.
+fn parse_kmod_aliases(b: &[u8]) {
+    let text = String::from_utf8_lossy(b);
+    let (alias, rest) = text.split_once('\u{1}').unwrap_or((&text, ""));
+    let (modinfo, keys) = rest.split_once('\u{1}').unwrap_or((rest, ""));
+    let dep = "a.ko: b.ko\nb.ko:\nusb-storage.ko: a.ko\n";
+    let mut db = kmod::ModuleDb::parse(Path::new("/m"), dep, "", alias, "b\n").unwrap();
+    db.parse_builtin_modinfo(modinfo.as_bytes());
+    db.add_blacklist(keys.lines().next().unwrap_or(""));
+    let list = |s: &str| vec![s.to_owned()];
+    db.add(
+        "x.ko".into(),
+        "x",
+        &list("a,usb-storage"),
+        &list(keys),
+        &list(modinfo),
+    );
+    for key in keys.lines().chain([alias, modinfo]) {
+        for d in db.modalias(key) {
+            let _ = db.blocked(&d.module);
+        }
+        let _ = db.closure(&[key], false);
+    }
+}
+
+#[test]
+fn kmod_alias_index_survives_mutations() {
+    let text = b"alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n\
+alias usb:v13FDp3940d0[0-2]*dc*dsc*dp*ic*isc*ip*in* a\nalias pci:v[!0-9]?d*\\* b\n\
+alias fs-x [x]\n\x01ext4.alias=fs-ext4\0nvme_core.alias=pci:v*d*sv*sd*bc01sc08*\0e.file=x\0\x01\
+usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00\npci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n\
+fs-ext4\nfs-x\nusb:v13FDp3940d0100\n";
+    run(12, 10_000, text, parse_kmod_aliases);
+}
+
+#[test]
+fn fnmatch_random_patterns_finish_quickly() {
+    const ALPHABET: &[u8] = b"*?[]!^-\\a\xff";
+    let mut rng = Rng::new(13);
+    let started = std::time::Instant::now();
+    for _ in 0..2_000 {
+        let pattern: Vec<u8> = (0..rng.below(64))
+            .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+            .collect();
+        let text: Vec<u8> = (0..rng.below(2_000))
+            .map(|_| b"a]-\\"[rng.below(4)])
+            .collect();
+        kmod::fnmatch(&pattern, &text);
+    }
+    let slow = "*a".repeat(200) + "b";
+    assert!(!kmod::fnmatch(
+        slow.as_bytes(),
+        "a".repeat(100_000).as_bytes()
+    ));
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}

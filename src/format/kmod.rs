@@ -1,5 +1,10 @@
 //! Kernel module metadata in `/lib/modules/<kver>`: `modules.dep`, `modules.softdep`,
-//! `modules.alias` and `modules.builtin` parsing, and the load-order closure of a set of modules.
+//! `modules.alias`, `modules.builtin` and `modules.builtin.modinfo` parsing, modules added at
+//! boot, device modalias lookup, blacklists, and the load-order closure of a set of modules.
+
+mod alias;
+
+pub use alias::{fnmatch, AliasIndex};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -47,6 +52,26 @@ pub struct Module {
     pub deps: Vec<String>,
 }
 
+/// What provides a module that a modalias matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// In `modules.dep` (or added): load it with its closure.
+    Loadable,
+    /// Built into the kernel: nothing to load.
+    Builtin,
+    /// The kernel's alias table names it, but it is neither shipped nor built in.
+    NotShipped,
+    /// Shipped, but it or a dependency is blacklisted ([`ModuleDb::blocked`] says which).
+    Blacklisted,
+}
+
+/// A module whose alias pattern matched a modalias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Driver {
+    pub module: String,
+    pub provider: Provider,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ModuleDb {
     pub dir: PathBuf,
@@ -54,9 +79,13 @@ pub struct ModuleDb {
     /// name -> (pre, post) soft dependencies.
     pub softdeps: BTreeMap<String, (Vec<String>, Vec<String>)>,
     pub builtin: BTreeSet<String>,
-    /// Exact (wildcard-free) aliases -> modules, e.g. `crc32c` -> `crc32c_intel`,
-    /// `crc32c_generic` (as modprobe, boot mode tries each until one loads).
-    pub aliases: BTreeMap<String, Vec<String>>,
+    /// `modules.alias` patterns and exact aliases (and added modules'), e.g. `crc32c` ->
+    /// `crc32c_intel`, `crc32c_generic` (as modprobe, boot mode tries each until one loads).
+    pub aliases: AliasIndex,
+    /// The `alias=` records of `modules.builtin.modinfo`: built-in drivers' aliases.
+    pub builtin_aliases: AliasIndex,
+    /// Modules never to load, nor anything needing them (normalized names).
+    pub blacklist: BTreeSet<String>,
 }
 
 fn read_opt(path: &Path) -> Result<String, KmodError> {
@@ -71,7 +100,8 @@ fn read_opt(path: &Path) -> Result<String, KmodError> {
 }
 
 impl ModuleDb {
-    /// Reads `modules.dep` (required), `modules.softdep` and `modules.builtin` from `dir`.
+    /// Reads `modules.dep` (required), `modules.softdep`, `.alias`, `.builtin` and
+    /// `.builtin.modinfo` from `dir`.
     pub fn load(dir: &Path) -> Result<ModuleDb, KmodError> {
         let dep_path = dir.join("modules.dep");
         let dep = std::fs::read_to_string(&dep_path).map_err(|source| KmodError::Io {
@@ -81,7 +111,17 @@ impl ModuleDb {
         let softdep = read_opt(&dir.join("modules.softdep"))?;
         let alias = read_opt(&dir.join("modules.alias"))?;
         let builtin = read_opt(&dir.join("modules.builtin"))?;
-        Self::parse(dir, &dep, &softdep, &alias, &builtin)
+        let mut db = Self::parse(dir, &dep, &softdep, &alias, &builtin)?;
+        let modinfo_path = dir.join("modules.builtin.modinfo");
+        match std::fs::read(&modinfo_path) {
+            Ok(modinfo) => db.parse_builtin_modinfo(&modinfo),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                let path = modinfo_path;
+                return Err(KmodError::Io { path, source });
+            }
+        }
+        Ok(db)
     }
 
     /// The database from the texts of `modules.dep`, `.softdep`, `.alias` and `.builtin` of
@@ -139,42 +179,147 @@ impl ModuleDb {
                 continue;
             }
             let Some(name) = words.next() else { continue };
-            let entry = self.softdeps.entry(normalize(name)).or_default();
-            let mut post = false;
-            for w in words {
-                match w {
-                    "pre:" => post = false,
-                    "post:" => post = true,
-                    m if post => entry.1.push(normalize(m)),
-                    m => entry.0.push(normalize(m)),
-                }
+            self.push_softdeps(&normalize(name), words);
+        }
+    }
+
+    /// `pre: A B post: C` words (pre: when neither is said) for module `name`.
+    fn push_softdeps<'a>(&mut self, name: &str, words: impl Iterator<Item = &'a str>) {
+        let entry = self.softdeps.entry(name.to_owned()).or_default();
+        let mut post = false;
+        for w in words {
+            match w {
+                "pre:" => post = false,
+                "post:" => post = true,
+                m if post => entry.1.push(normalize(m)),
+                m => entry.0.push(normalize(m)),
             }
         }
     }
 
-    /// `alias NAME MODULE` lines without wildcards.
+    /// `alias PATTERN MODULE` lines; patterns kmod rejects (unmatched brackets) are skipped.
     fn parse_alias(&mut self, text: &str) {
         for line in text.lines() {
             let mut w = line.split_whitespace();
             if let (Some("alias"), Some(alias), Some(module)) = (w.next(), w.next(), w.next()) {
-                if !alias.contains(['*', '?', '[']) {
-                    let targets = self.aliases.entry(normalize(alias)).or_default();
-                    targets.push(normalize(module));
-                }
+                self.aliases.insert(alias, module);
             }
+        }
+        self.aliases.sort();
+    }
+
+    /// The `module.alias=VALUE` records of `modules.builtin.modinfo` (NUL-separated
+    /// `module.key=value`); other keys and records that are not UTF-8 are ignored.
+    pub fn parse_builtin_modinfo(&mut self, bytes: &[u8]) {
+        for record in bytes.split(|&b| b == 0) {
+            let Ok(record) = std::str::from_utf8(record) else {
+                continue;
+            };
+            let Some((module, key_value)) = record.split_once('.') else {
+                continue;
+            };
+            if let Some(alias) = key_value.strip_prefix("alias=") {
+                self.builtin_aliases.insert(alias, module);
+            }
+        }
+        self.builtin_aliases.sort();
+    }
+
+    /// Adds a module that `modules.dep` does not list (one an extension brings), from its
+    /// `.modinfo`: `depends` names (comma-separated lists are split), `alias` patterns and raw
+    /// `softdep` values (`pre: a b post: c`). `path` is relative to [`ModuleDb::dir`] or
+    /// absolute. A module of the same name is replaced.
+    pub fn add(
+        &mut self,
+        path: String,
+        name: &str,
+        depends: &[String],
+        aliases: &[String],
+        softdeps: &[String],
+    ) {
+        let name = normalize(name);
+        let deps = depends.iter().flat_map(|d| d.split(','));
+        let deps = deps.map(str::trim).filter(|d| !d.is_empty()).map(normalize);
+        let deps = deps.collect();
+        for alias in aliases {
+            self.aliases.insert(alias, &name);
+        }
+        self.aliases.sort();
+        for value in softdeps {
+            self.push_softdeps(&name, value.split_whitespace());
+        }
+        self.modules.insert(name, Module { path, deps });
+    }
+
+    /// Adds the comma-separated names of a `module_blacklist=`, `modprobe.blacklist=` or
+    /// `rd.driver.blacklist=` value to [`ModuleDb::blacklist`].
+    pub fn add_blacklist(&mut self, list: &str) {
+        let names = list.split(',').map(str::trim).filter(|n| !n.is_empty());
+        self.blacklist.extend(names.map(normalize));
+    }
+
+    /// The blacklisted module that keeps module `name` from loading: itself or one of its
+    /// hard dependencies (transitively); None when it may load.
+    pub fn blocked<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        if self.blacklist.is_empty() {
+            return None;
+        }
+        let mut stack = vec![name];
+        let mut seen = BTreeSet::new();
+        while let Some(n) = stack.pop() {
+            if let Some(b) = self.blacklist.get(n) {
+                return Some(b);
+            }
+            if let (true, Some(m)) = (seen.insert(n), self.modules.get(n)) {
+                stack.extend(m.deps.iter().map(String::as_str));
+            }
+        }
+        None
+    }
+
+    /// The modules whose `modules.alias` pattern matches a device's `modalias` (kmod's
+    /// rules and order), then built-in drivers whose `modules.builtin.modinfo` alias matches
+    /// it; each module once, with what provides it.
+    pub fn modalias(&self, modalias: &str) -> Vec<Driver> {
+        let mut out: Vec<Driver> = Vec::new();
+        for module in self.aliases.lookup(modalias) {
+            let provider = self.provider(module);
+            out.push(Driver {
+                module: module.to_owned(),
+                provider,
+            });
+        }
+        for module in self.builtin_aliases.lookup(modalias) {
+            if !out.iter().any(|d| d.module == module) {
+                out.push(Driver {
+                    module: module.to_owned(),
+                    provider: Provider::Builtin,
+                });
+            }
+        }
+        out
+    }
+
+    fn provider(&self, module: &str) -> Provider {
+        if self.modules.contains_key(module) {
+            match self.blocked(module) {
+                Some(_) => Provider::Blacklisted,
+                None => Provider::Loadable,
+            }
+        } else if self.builtin.contains(module) {
+            Provider::Builtin
+        } else {
+            Provider::NotShipped
         }
     }
 
-    /// The loadable modules a name or alias stands for.
+    /// The loadable modules a name or alias stands for (blacklisted ones included).
     fn resolve<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
         if self.modules.contains_key(name) {
             return vec![name];
         }
-        let targets = self.aliases.get(name).into_iter().flatten();
-        targets
-            .map(String::as_str)
-            .filter(|m| self.modules.contains_key(*m))
-            .collect()
+        let targets = self.aliases.lookup(name).into_iter();
+        targets.filter(|m| self.modules.contains_key(*m)).collect()
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -183,7 +328,8 @@ impl ModuleDb {
 
     /// The modules to load for `names`, each after its dependencies (soft `pre:` first, hard
     /// dependencies in the order modprobe loads them, `post:` after). Built-in names are
-    /// skipped; an unknown name is an error when `required`, else skipped.
+    /// skipped, and so are [`ModuleDb::blocked`] ones; an unknown name is an error when
+    /// `required`, else skipped.
     pub fn closure(&self, names: &[&str], required: bool) -> Result<Vec<String>, KmodError> {
         let mut order = Vec::new();
         let mut seen = BTreeSet::new();
@@ -211,7 +357,7 @@ impl ModuleDb {
             }
             return;
         };
-        if !seen.insert(name.to_owned()) {
+        if self.blocked(name).is_some() || !seen.insert(name.to_owned()) {
             return;
         }
         let (pre, post) = self.softdeps.get(name).cloned().unwrap_or_default();
@@ -308,5 +454,81 @@ mod tests {
             "softdep libcrc32c pre: crc32c\n"
         );
         assert_eq!(normalize("kernel/fs/overlayfs/overlay.ko.zst"), "overlay");
+    }
+
+    fn driver(module: &str, provider: Provider) -> Driver {
+        let module = module.to_owned();
+        Driver { module, provider }
+    }
+
+    #[test]
+    fn modalias_lookup() {
+        let mut d = db();
+        d.parse_alias(
+            "alias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_pci\n\
+             alias pci:v00001AF4d*sv*sd*bc*sc*i* reed-solomon\n\
+             alias pci:v*d*sv*sd*bc01sc08i02* nvme\n\
+             alias fs-loop loop\n",
+        );
+        d.parse_builtin_modinfo(b"ext4.alias=fs-ext4\0ext4.license=GPL\0nvme_core.alias=pci:v*d*sv*sd*bc01sc08*\0junk\0\xff.alias=x\0");
+        let key = "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00";
+        assert_eq!(
+            d.modalias(key),
+            [
+                driver("dm_mod", Provider::Loadable),
+                driver("virtio_pci", Provider::NotShipped),
+                driver("reed_solomon", Provider::Loadable),
+            ]
+        );
+        let nvme = "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02";
+        assert_eq!(
+            d.modalias(nvme),
+            [
+                driver("dm_mod", Provider::Loadable),
+                driver("nvme", Provider::NotShipped),
+                driver("nvme_core", Provider::Builtin),
+            ]
+        );
+        assert_eq!(d.modalias("fs-ext4"), [driver("ext4", Provider::Builtin)]);
+        assert_eq!(d.modalias("fs-loop"), [driver("loop", Provider::Builtin)]);
+        assert!(d.modalias("usb:v1").is_empty());
+        d.add_blacklist("dm-mod, ,x");
+        assert_eq!(d.modalias(key)[0], driver("dm_mod", Provider::Blacklisted));
+        assert_eq!(d.blocked("dm_verity"), Some("dm_mod"));
+        assert_eq!(d.blocked("reed_solomon"), None);
+    }
+
+    #[test]
+    fn closure_skips_blacklisted() {
+        let mut d = db();
+        d.add_blacklist("reed_solomon");
+        assert!(d.closure(&["dm_verity"], true).unwrap().is_empty());
+        d.blacklist = ["crc32c_generic".to_owned()].into();
+        assert_eq!(d.closure(&["libcrc32c"], true).unwrap(), ["libcrc32c"]);
+    }
+
+    #[test]
+    fn added_modules_join_the_closure() {
+        let mut d = db();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        d.add(
+            "/ext/usr/lib/modules/k/extra/zfs.ko.zst".into(),
+            "zfs",
+            &s(&["spl,dm-mod"]),
+            &s(&["fs-zfs", "devname:zfs", "pci:v0000ABCDd*"]),
+            &s(&["pre: libcrc32c post: loop"]),
+        );
+        d.add("extra/spl.ko".into(), "spl", &[], &[], &[]);
+        let order = d.closure(&["fs-zfs"], true).unwrap();
+        assert_eq!(
+            order,
+            ["crc32c_generic", "libcrc32c", "dm_mod", "spl", "zfs"]
+        );
+        let m = d.modalias("pci:v0000ABCDd00000001");
+        assert_eq!(m.last(), Some(&driver("zfs", Provider::Loadable)));
+        assert_eq!(
+            d.dir.join(&d.modules["zfs"].path),
+            Path::new("/ext/usr/lib/modules/k/extra/zfs.ko.zst")
+        );
     }
 }
