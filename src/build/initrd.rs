@@ -10,6 +10,7 @@ use cpio_builder::{Header, WriteError, Writer};
 use log::info;
 
 use crate::build::output::{Output, OutputError};
+use crate::format::elf::is_dynamic_elf;
 use crate::format::kmod::{self, KmodError, ModuleDb};
 use crate::tree::{Content, Kind, Meta, NodeId, ScanOptions, Tree, TreeError};
 
@@ -381,20 +382,6 @@ impl Adder {
 fn is_symlink(tree: &Tree, path: &str) -> bool {
     tree.lookup(path)
         .is_some_and(|id| matches!(tree.nodes[id].kind, Kind::Symlink(_)))
-}
-
-/// True for an ELF with a program interpreter (PT_INTERP), i.e. a dynamic executable.
-fn is_dynamic_elf(b: &[u8]) -> bool {
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return false; // not a 64-bit ELF: leave it to the kernel
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(b[32..40].try_into().expect("8 bytes")) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    (0..phnum).any(|i| {
-        let at = phoff.saturating_add(i * phentsize);
-        b.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
-    })
 }
 
 /// Writes `tree` as newc (in walk order: parents first, names sorted), compressed per spec.
