@@ -1,6 +1,7 @@
 //! Build mode: turning directory trees into signed extension images and initrds.
 
 pub mod directory;
+pub mod drivers;
 pub mod genkey;
 pub mod initrd;
 pub mod output;

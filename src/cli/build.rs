@@ -6,6 +6,7 @@ use lexopt::prelude::*;
 use lexopt::{Parser, ValueExt};
 
 use super::{choose, failed, path, required, string, usage, CliError};
+use crate::build::drivers::Drivers;
 use crate::build::genkey::{self, Issuer};
 use crate::build::initrd::{self, Compression};
 use crate::build::repart::{self, Flags};
@@ -238,6 +239,10 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
             Long("kver") => s.kver = Some(string(p)?),
             Long("modules-dir") => s.modules_dir = Some(path(p)?),
             Long("module") => s.modules.push(string(p)?),
+            Long("drivers") => {
+                let sets = [("generic", Drivers::Generic), ("host", Drivers::Host)];
+                s.drivers = Some(choose(&string(p)?, "--drivers", &sets)?);
+            }
             Long("cert") => s.certs.push(path(p)?),
             Long("secondary-cert") => s.secondary_certs.push(path(p)?),
             Long("extension") => s.extensions.push(path(p)?),
@@ -263,10 +268,13 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
     let r = initrd::build(&s).map_err(failed)?;
     println!("{}", s.output.display());
     log::info!(
-        "{} entries, {} bytes, modules: {}",
+        "{} entries, {} bytes; {} modules, {} bytes{}",
         r.entries,
         r.bytes,
-        r.modules.join(" ")
+        r.modules.len(),
+        r.module_bytes,
+        s.drivers
+            .map_or(String::new(), |d| format!(" ({})", d.name()))
     );
     Ok(())
 }
