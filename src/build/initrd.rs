@@ -10,6 +10,7 @@ use cpio_builder::{Header, WriteError, Writer};
 use log::{info, warn};
 
 use crate::build::drivers::{self, Drivers};
+use crate::build::modules;
 use crate::build::output::{Output, OutputError};
 use crate::format::elf::is_dynamic_elf;
 use crate::format::kmod::{self, KmodError, ModuleDb};
@@ -179,21 +180,13 @@ fn base_tree(spec: &Spec) -> Result<Tree, InitrdError> {
 
 /// The modules directory and kernel version: as given, or the running kernel's for `--drivers`.
 fn modules_dir(spec: &Spec) -> Option<(PathBuf, String)> {
-    let running = || {
+    let given = spec.modules_dir.is_some() || spec.kver.is_some();
+    let running = (!given && spec.drivers.is_some()).then(|| {
         let uname = rustix::system::uname();
         uname.release().to_string_lossy().into_owned()
-    };
-    let kver = match (&spec.modules_dir, &spec.kver, spec.drivers) {
-        (Some(d), None, _) => d.file_name()?.to_string_lossy().into_owned(),
-        (_, Some(k), _) => k.clone(),
-        (None, None, Some(_)) => running(),
-        (None, None, None) => return None,
-    };
-    let dir = spec.modules_dir.clone();
-    Some((
-        dir.unwrap_or_else(|| Path::new("/lib/modules").join(&kver)),
-        kver,
-    ))
+    });
+    let kver = spec.kver.as_deref().or(running.as_deref());
+    modules::location(spec.modules_dir.as_deref(), kver)
 }
 
 /// `--drivers host` on a build host whose kernel has no modules directory (and nothing else

@@ -4,6 +4,7 @@ pub mod directory;
 pub mod drivers;
 pub mod genkey;
 pub mod initrd;
+pub mod modules;
 pub mod output;
 pub mod project;
 pub mod repart;

@@ -9,6 +9,7 @@ use super::{choose, failed, path, required, string, usage, CliError};
 use crate::build::drivers::Drivers;
 use crate::build::genkey::{self, Issuer};
 use crate::build::initrd::{self, Compression};
+use crate::build::modules::{self, Modules};
 use crate::build::repart::{self, Flags};
 use crate::build::sign::Signer;
 use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
@@ -84,6 +85,11 @@ struct SysextArgs {
     tree: Option<PathBuf>,
     extra_trees: Vec<(PathBuf, String)>,
     base: Option<PathBuf>,
+    kver: Option<String>,
+    modules_dir: Option<PathBuf>,
+    modules: Vec<String>,
+    firmware: bool,
+    firmware_dir: Option<PathBuf>,
     name: Option<String>,
     version: Option<String>,
     scope: Option<String>,
@@ -108,6 +114,11 @@ impl SysextArgs {
                 Long("tree") => a.tree = Some(path(p)?),
                 Long("extra-tree") => a.extra_trees.push(tree::extra_tree(&string(p)?)),
                 Long("base") => a.base = Some(path(p)?),
+                Long("kver") => a.kver = Some(string(p)?),
+                Long("modules-dir") => a.modules_dir = Some(path(p)?),
+                Long("module") => a.modules.push(string(p)?),
+                Long("firmware") => a.firmware = true,
+                Long("firmware-dir") => a.firmware_dir = Some(path(p)?),
                 Long("name") => a.name = Some(string(p)?),
                 Long("version") => a.version = Some(string(p)?),
                 Long("scope") => a.scope = Some(string(p)?),
@@ -173,9 +184,19 @@ impl SysextArgs {
         let layout = repart::layout(self.flags, self.definitions.as_deref(), signing.is_some())
             .map_err(failed)?;
         let output = expand_output(&output, layout.arch, self.version.as_deref())?;
+        let modules = modules_spec(
+            self.modules,
+            self.modules_dir.as_deref(),
+            self.kver.as_deref(),
+            (self.firmware || self.firmware_dir.is_some()).then(|| {
+                self.firmware_dir
+                    .unwrap_or_else(|| PathBuf::from("/lib/firmware"))
+            }),
+        )?;
         let mut s = Spec::new(tree, name, output, layout);
         s.extra_trees = self.extra_trees;
         s.base = self.base;
+        s.modules = modules;
         s.version = self.version;
         if let Some(scope) = self.scope {
             s.scope = scope;
@@ -208,6 +229,29 @@ impl SysextArgs {
             log::info!("signed by certificate {fp}");
         }
         Ok(())
+    }
+}
+
+/// `--module NAME... [--kver V] [--modules-dir DIR] [--firmware [--firmware-dir DIR]]`.
+fn modules_spec(
+    names: Vec<String>,
+    dir: Option<&Path>,
+    kver: Option<&str>,
+    firmware_dir: Option<PathBuf>,
+) -> Result<Option<Modules>, CliError> {
+    let location = modules::location(dir, kver);
+    match (names.is_empty(), location) {
+        (true, None) if firmware_dir.is_none() => Ok(None),
+        (true, _) => Err(usage(
+            "--kver, --modules-dir and --firmware go with --module",
+        )),
+        (false, None) => Err(usage("--module needs --kver or --modules-dir")),
+        (false, Some((dir, kver))) => Ok(Some(Modules {
+            dir,
+            kver,
+            names,
+            firmware_dir,
+        })),
     }
 }
 
