@@ -387,3 +387,24 @@ fn fnmatch_random_patterns_finish_quickly() {
     ));
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
 }
+
+/// `elf::modinfo` over a real module (Debian's virtio_blk.ko) whose ELF header, then whose
+/// section header table and names, are mutated (the code in between is never read).
+#[test]
+fn elf_modinfo_survives_mutations() {
+    use initrd_sysext::format::elf;
+    let modules = test_support::debian_kernel_root().join("lib/modules");
+    let kver = fs::read_dir(&modules).unwrap().next().unwrap().unwrap();
+    let ko = kver.path().join("kernel/drivers/block/virtio_blk.ko");
+    let module = fs::read(&ko).unwrap();
+    assert_eq!(elf::modinfo(&module).unwrap().name, "virtio_blk");
+    run(12, 5_000, &module[..64], |h| {
+        let mut full = h.to_vec();
+        full.extend_from_slice(&module[h.len().min(64)..]);
+        let _ = elf::modinfo(&full);
+    });
+    let shoff = u64::from_le_bytes(module[0x28..0x30].try_into().unwrap()) as usize;
+    run(13, 5_000, &module[shoff..], |tail| {
+        let _ = elf::modinfo(&[&module[..shoff], tail].concat());
+    });
+}

@@ -429,3 +429,188 @@ fn check_kernel_reports_per_feature() {
         "{out}"
     );
 }
+
+/// [`build`] in a fresh subdirectory `sub` of `dir`.
+fn build_in(dir: &Path, sub: &str, extra: &[&str], out: &str) -> PathBuf {
+    let d = dir.join(sub);
+    fs::create_dir(&d).unwrap();
+    build(&d, extra, out)
+}
+
+/// The `.ko` paths (relative to the modules dir) and the modules.dep of an uncompressed
+/// initrd, extracted under `x`.
+fn shipped_modules(out: &Path, x: &Path, kver: &str) -> (BTreeSet<String>, String) {
+    fs::create_dir(x).unwrap();
+    sh(&format!(
+        "cd '{}' && cpio -id --no-absolute-filenames < '{}' 2>/dev/null",
+        x.display(),
+        out.display()
+    ));
+    let prefix = format!("usr/lib/modules/{kver}/");
+    let found = sh(&format!(
+        "cd '{}' && find {prefix} -name '*.ko*'",
+        x.display()
+    ));
+    let shipped = found
+        .lines()
+        .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
+        .collect();
+    let dep = fs::read_to_string(x.join(&prefix).join("modules.dep")).unwrap();
+    (shipped, dep)
+}
+
+#[test]
+fn drivers_generic_ships_storage_and_filesystems_with_their_closure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mdir, kver) = debian_modules();
+    let start = std::time::Instant::now();
+    let zst = build_in(
+        dir.path(),
+        "g",
+        &["--modules-dir", s(&mdir), "--drivers", "generic"],
+        "g.cpio.zst",
+    );
+    let seconds = start.elapsed().as_secs_f64();
+    let default = build_in(dir.path(), "d", &["--modules-dir", s(&mdir)], "d.cpio.zst");
+    let plain = build_in(
+        dir.path(),
+        "p",
+        &[
+            "--modules-dir",
+            s(&mdir),
+            "--drivers",
+            "generic",
+            "--compress",
+            "none",
+        ],
+        "g.cpio",
+    );
+    let (shipped, dep) = shipped_modules(&plain, &dir.path().join("x"), &kver);
+    let full_dep = fs::read_to_string(mdir.join("modules.dep")).unwrap();
+    let wanted = [
+        "virtio_blk",
+        "virtio_scsi",
+        "nvme",
+        "ahci",
+        "xhci-pci",
+        "usb-storage",
+        "uas",
+        "sd_mod",
+        "ext4",
+        "btrfs",
+    ];
+    let missing: Vec<_> = dep_closure(&full_dep, &wanted)
+        .into_iter()
+        .filter(|m| !shipped.contains(m))
+        .collect();
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    for gone in ["qla2xxx.ko", "lpfc.ko", "nvme-tcp.ko", "e1000e.ko"] {
+        assert!(
+            !shipped.iter().any(|m| m.ends_with(&format!("/{gone}"))),
+            "{gone}"
+        );
+    }
+    let listed: BTreeSet<String> = dep
+        .lines()
+        .map(|l| l.split(':').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        listed, shipped,
+        "modules.dep lists exactly the shipped modules"
+    );
+    let x = dir.path().join("x").join(format!("usr/lib/modules/{kver}"));
+    for index in [
+        "modules.alias",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        assert_eq!(
+            fs::read(x.join(index)).unwrap(),
+            fs::read(mdir.join(index)).unwrap()
+        );
+    }
+    let bytes: u64 = shipped
+        .iter()
+        .map(|m| fs::metadata(mdir.join(m)).unwrap().len())
+        .sum();
+    let size = |p: &Path| fs::metadata(p).unwrap().len();
+    println!(
+        "--drivers generic: {} modules, {bytes} bytes; initrd {} bytes zstd ({} without --drivers), \
+         built in {seconds:.2}s",
+        shipped.len(),
+        size(&zst),
+        size(&default)
+    );
+}
+
+#[test]
+fn drivers_host_reads_this_hosts_sysfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mdir, kver) = debian_modules();
+    // The running kernel's modules (often absent here): a warning, not a failure.
+    let running = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    if !Path::new("/lib/modules").join(running.trim()).is_dir() {
+        let tree = base_tree(dir.path());
+        let out = dir.path().join("none.cpio");
+        let o = cli([
+            "build",
+            "initrd",
+            "--tree",
+            s(&tree),
+            "--init",
+            s(&fake_init(dir.path())),
+            "--drivers",
+            "host",
+            "--output",
+            s(&out),
+        ])
+        .succeeds();
+        assert!(
+            stderr(&o).contains("no modules dir for this kernel"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // Against Debian's modules: whatever this host's disks and root need from them.
+    let out = build_in(
+        dir.path(),
+        "h",
+        &[
+            "--modules-dir",
+            s(&mdir),
+            "--drivers",
+            "host",
+            "--compress",
+            "none",
+        ],
+        "h.cpio",
+    );
+    let (shipped, dep) = shipped_modules(&out, &dir.path().join("x"), &kver);
+    assert_eq!(dep.lines().count(), shipped.len());
+    // The root filesystem's module, where Debian has it as one.
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let root_fs = mounts.lines().rev().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.get(1) == Some(&"/")).then(|| w[2].to_owned())
+    });
+    let full_dep = fs::read_to_string(mdir.join("modules.dep")).unwrap();
+    if let Some(ko) = root_fs.map(|t| format!("/{t}.ko:")) {
+        if let Some(line) = full_dep.lines().find(|l| l.contains(&ko)) {
+            let path = line.split(':').next().unwrap();
+            assert!(
+                shipped.contains(path),
+                "{path} (the root filesystem) missing"
+            );
+        }
+    }
+    let listed = fs::read_to_string(dir.path().join("x/etc/initrd-sysext/modules")).unwrap();
+    let bytes: u64 = shipped
+        .iter()
+        .map(|m| fs::metadata(mdir.join(m)).unwrap().len())
+        .sum();
+    println!(
+        "--drivers host: {} modules, {bytes} bytes; loaded at boot: {}",
+        shipped.len(),
+        listed.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+}

@@ -7,9 +7,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use cpio_builder::{Header, WriteError, Writer};
-use log::info;
+use log::{info, warn};
 
+use crate::build::drivers::{self, Drivers};
+use crate::build::modules;
 use crate::build::output::{Output, OutputError};
+use crate::format::elf::is_dynamic_elf;
 use crate::format::kmod::{self, KmodError, ModuleDb};
 use crate::tree::{Content, Kind, Meta, NodeId, ScanOptions, Tree, TreeError};
 
@@ -58,6 +61,8 @@ pub struct Spec {
     pub kver: Option<String>,
     pub modules_dir: Option<PathBuf>,
     pub modules: Vec<String>,
+    /// `--drivers`: a set of drivers shipped besides the defaults and `modules`.
+    pub drivers: Option<Drivers>,
     pub certs: Vec<PathBuf>,
     /// Certificates boot mode enrolls into `.secondary_trusted_keys`.
     pub secondary_certs: Vec<PathBuf>,
@@ -75,6 +80,8 @@ pub struct Spec {
 pub struct Report {
     pub entries: usize,
     pub modules: Vec<String>,
+    /// The shipped modules' size.
+    pub module_bytes: u64,
     pub bytes: u64,
 }
 
@@ -86,9 +93,16 @@ pub fn build(spec: &Spec) -> Result<Report, InitrdError> {
     adder.skeleton(&mut tree)?;
     adder.init(&mut tree, &spec.init)?;
     adder.release(&mut tree)?;
-    let modules = match modules_dir(spec) {
-        Some((dir, kver)) => adder.modules(&mut tree, &dir, &kver, &spec.modules)?,
-        None if spec.modules.is_empty() => Vec::new(),
+    let (modules, module_bytes) = match modules_dir(spec) {
+        Some((dir, _)) if host_without_modules(spec, &dir) => {
+            warn!(
+                "--drivers host: no modules dir for this kernel ({}): no modules shipped",
+                dir.display()
+            );
+            (Vec::new(), 0)
+        }
+        Some((dir, kver)) => adder.modules(&mut tree, &dir, &kver, spec)?,
+        None if spec.modules.is_empty() => (Vec::new(), 0),
         None => {
             return Err(InitrdError::Invalid {
                 path: PathBuf::from("--module"),
@@ -115,6 +129,7 @@ pub fn build(spec: &Spec) -> Result<Report, InitrdError> {
     Ok(Report {
         entries: tree.nodes.len(),
         modules,
+        module_bytes,
         bytes,
     })
 }
@@ -163,16 +178,21 @@ fn base_tree(spec: &Spec) -> Result<Tree, InitrdError> {
     Ok(tree)
 }
 
+/// The modules directory and kernel version: as given, or the running kernel's for `--drivers`.
 fn modules_dir(spec: &Spec) -> Option<(PathBuf, String)> {
-    match (&spec.modules_dir, &spec.kver) {
-        (Some(d), Some(k)) => Some((d.clone(), k.clone())),
-        (Some(d), None) => {
-            let kver = d.file_name()?.to_string_lossy().into_owned();
-            Some((d.clone(), kver))
-        }
-        (None, Some(k)) => Some((PathBuf::from("/lib/modules").join(k), k.clone())),
-        (None, None) => None,
-    }
+    let given = spec.modules_dir.is_some() || spec.kver.is_some();
+    let running = (!given && spec.drivers.is_some()).then(|| {
+        let uname = rustix::system::uname();
+        uname.release().to_string_lossy().into_owned()
+    });
+    let kver = spec.kver.as_deref().or(running.as_deref());
+    modules::location(spec.modules_dir.as_deref(), kver)
+}
+
+/// `--drivers host` on a build host whose kernel has no modules directory (and nothing else
+/// asks for modules): detection has nothing to choose from, which is not an error.
+fn host_without_modules(spec: &Spec, dir: &Path) -> bool {
+    spec.drivers == Some(Drivers::Host) && spec.modules.is_empty() && !dir.is_dir()
 }
 
 /// Adds generated entries with a fixed mtime and root ownership.
@@ -275,22 +295,28 @@ impl Adder {
         )
     }
 
-    /// The default modules (where they are modules) and `names`, with their closure, plus
-    /// `modules.dep`/`.softdep`/`.alias`/`.builtin` for exactly what is shipped, and
-    /// `/etc/initrd-sysext/modules` naming what boot mode loads besides the defaults.
+    /// The default modules (where they are modules), `--module` names and `--drivers`, with
+    /// their closure; `modules.dep`/`.softdep` for exactly what is shipped, the kernel's own
+    /// `modules.alias` (whole: boot mode tells a device whose module this initrd lacks),
+    /// `modules.builtin` and `modules.builtin.modinfo`; `/etc/initrd-sysext/modules` names what
+    /// boot mode loads besides the defaults (`--module` names and host drivers; generic ones are
+    /// left to coldplug). Returns the shipped modules and their bytes.
     fn modules(
         &self,
         tree: &mut Tree,
         dir: &Path,
         kver: &str,
-        names: &[String],
-    ) -> Result<Vec<String>, InitrdError> {
+        spec: &Spec,
+    ) -> Result<(Vec<String>, u64), InitrdError> {
         let db = ModuleDb::load(dir)?;
         let mut order = db.closure(&kmod::DEFAULT_MODULES, false)?;
-        let requested: Vec<&str> = names.iter().map(String::as_str).collect();
-        for m in db.closure(&requested, true)? {
-            if !order.contains(&m) {
-                order.push(m);
+        let requested: Vec<&str> = spec.modules.iter().map(String::as_str).collect();
+        let requested = db.closure(&requested, true)?;
+        let extra = driver_names(spec.drivers, &db);
+        let driven = db.closure(&extra.iter().map(String::as_str).collect::<Vec<_>>(), false)?;
+        for m in requested.iter().chain(&driven) {
+            if !order.contains(m) {
+                order.push(m.clone());
             }
         }
         let base = if is_symlink(tree, "lib") {
@@ -299,48 +325,89 @@ impl Adder {
             "lib/modules"
         };
         let root = format!("{base}/{kver}");
-        for name in &order {
+        let bytes = self.module_files(tree, dir, &root, &db, &order)?;
+        self.module_index(tree, dir, &root, &db, &order)?;
+        let mut listed: Vec<String> = spec.modules.iter().map(|n| kmod::normalize(n)).collect();
+        if spec.drivers == Some(Drivers::Host) {
+            listed.extend(driven);
+        }
+        let listed: String = listed.iter().map(|n| format!("{n}\n")).collect();
+        self.text(tree, "etc/initrd-sysext/modules", listed)?;
+        let how = spec
+            .drivers
+            .map_or(String::new(), |d| format!(" ({})", d.name()));
+        info!(
+            "modules for {kver}: {} modules, {bytes} bytes{how}",
+            order.len()
+        );
+        info!("modules for {kver}: {}", order.join(" "));
+        Ok((order, bytes))
+    }
+
+    /// The module files of `order` under `root`, as in `dir`; their total size.
+    fn module_files(
+        &self,
+        tree: &mut Tree,
+        dir: &Path,
+        root: &str,
+        db: &ModuleDb,
+        order: &[String],
+    ) -> Result<u64, InitrdError> {
+        let mut bytes = 0;
+        for name in order {
             let rel = &db.modules[name].path;
             let src = dir.join(rel);
             let size = std::fs::metadata(&src).map_err(io_err(&src))?.len();
+            bytes += size;
             let kind = Kind::File {
                 content: Content::Path(src),
                 size,
             };
             self.add_new(tree, &format!("{root}/{rel}"), 0o644, kind)?;
         }
-        let shipped: std::collections::BTreeSet<&String> = order.iter().collect();
-        let alias: String = std::fs::read_to_string(dir.join("modules.alias"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                l.split_whitespace()
-                    .nth(2)
-                    .is_some_and(|m| shipped.contains(&kmod::normalize(m)))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
-        let listed: String = names
-            .iter()
-            .map(|n| format!("{}\n", kmod::normalize(n)))
-            .collect();
-        let files = [
-            (format!("{root}/modules.dep"), db.render_dep(&order)),
-            (format!("{root}/modules.softdep"), db.render_softdep(&order)),
-            (format!("{root}/modules.alias"), alias),
-            (format!("{root}/modules.builtin"), builtin),
-            ("etc/initrd-sysext/modules".to_owned(), listed),
-        ];
-        for (path, text) in files {
-            let kind = Kind::File {
-                size: text.len() as u64,
-                content: Content::Bytes(text.into_bytes()),
+        Ok(bytes)
+    }
+
+    /// `modules.dep`/`.softdep` of the shipped `order`, the kernel's `modules.alias`,
+    /// `modules.builtin` and `modules.builtin.modinfo` as they are (those present).
+    fn module_index(
+        &self,
+        tree: &mut Tree,
+        dir: &Path,
+        root: &str,
+        db: &ModuleDb,
+        order: &[String],
+    ) -> Result<(), InitrdError> {
+        self.text(tree, &format!("{root}/modules.dep"), db.render_dep(order))?;
+        let softdep = db.render_softdep(order);
+        self.text(tree, &format!("{root}/modules.softdep"), softdep)?;
+        for name in [
+            "modules.alias",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
+            let src = dir.join(name);
+            let Ok(md) = std::fs::metadata(&src) else {
+                continue;
             };
-            self.add_new(tree, &path, 0o644, kind)?;
+            info!("{name}: {} bytes", md.len());
+            let kind = Kind::File {
+                content: Content::Path(src),
+                size: md.len(),
+            };
+            self.add_new(tree, &format!("{root}/{name}"), 0o644, kind)?;
         }
-        info!("modules for {kver}: {}", order.join(" "));
-        Ok(order)
+        Ok(())
+    }
+
+    /// A generated text file.
+    fn text(&self, tree: &mut Tree, path: &str, text: String) -> Result<(), InitrdError> {
+        let kind = Kind::File {
+            size: text.len() as u64,
+            content: Content::Bytes(text.into_bytes()),
+        };
+        self.add_new(tree, path, 0o644, kind)?;
+        Ok(())
     }
 
     /// A certificate as PEM in `<dir>/<stem>.crt`.
@@ -378,23 +445,23 @@ impl Adder {
     }
 }
 
+/// The names and aliases `--drivers` asks for.
+fn driver_names(drivers: Option<Drivers>, db: &ModuleDb) -> Vec<String> {
+    match drivers {
+        None => Vec::new(),
+        Some(Drivers::Generic) => drivers::generic(db),
+        Some(Drivers::Host) => {
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            drivers::host(Path::new("/sys"), &mounts)
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
 fn is_symlink(tree: &Tree, path: &str) -> bool {
     tree.lookup(path)
         .is_some_and(|id| matches!(tree.nodes[id].kind, Kind::Symlink(_)))
-}
-
-/// True for an ELF with a program interpreter (PT_INTERP), i.e. a dynamic executable.
-fn is_dynamic_elf(b: &[u8]) -> bool {
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return false; // not a 64-bit ELF: leave it to the kernel
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(b[32..40].try_into().expect("8 bytes")) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    (0..phnum).any(|i| {
-        let at = phoff.saturating_add(i * phentsize);
-        b.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
-    })
 }
 
 /// Writes `tree` as newc (in walk order: parents first, names sorted), compressed per spec.

@@ -11,6 +11,7 @@ use log::{info, warn};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+use crate::build::modules::{self, Modules, ModulesError};
 use crate::build::output::{self, Output, OutputError, Outputs};
 use crate::format::gpt::{self, Arch, Designator, GptError, NewPartition, Role};
 use crate::format::release::{self, Release, ReleaseError};
@@ -40,6 +41,8 @@ pub enum BuildError {
     Signature(#[from] SignatureError),
     #[error(transparent)]
     Gpt(#[from] GptError),
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
     #[error("{path}: {source}")]
     Release { path: String, source: ReleaseError },
     #[error("{0}")]
@@ -170,6 +173,8 @@ pub struct Spec {
     /// `--extra-tree SRC[:DST]`: trees copied over the tree at DST (default `/`).
     pub extra_trees: Vec<(PathBuf, String)>,
     pub base: Option<PathBuf>,
+    /// Kernel modules (and firmware) added to the tree.
+    pub modules: Option<Modules>,
     pub name: String,
     pub version: Option<String>,
     pub scope: String,
@@ -191,6 +196,7 @@ impl Spec {
             tree,
             extra_trees: Vec::new(),
             base: None,
+            modules: None,
             name,
             version: None,
             scope: "initrd".into(),
@@ -326,6 +332,9 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
     let mut full = Tree::scan(&spec.tree, &scan)?;
     full.graft_all(&spec.extra_trees, &scan)?;
     let mut tree = keep_hierarchies(&full, spec.layout.hierarchies, spec.base.as_deref());
+    if let Some(m) = &spec.modules {
+        modules::add(&mut tree, m, spec.base.as_deref(), mtime)?;
+    }
     let rel_path = format!(
         "usr/lib/extension-release.d/extension-release.{}",
         spec.name

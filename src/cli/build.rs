@@ -6,8 +6,10 @@ use lexopt::prelude::*;
 use lexopt::{Parser, ValueExt};
 
 use super::{choose, failed, path, required, string, usage, CliError};
+use crate::build::drivers::Drivers;
 use crate::build::genkey::{self, Issuer};
 use crate::build::initrd::{self, Compression};
+use crate::build::modules::{self, Modules};
 use crate::build::repart::{self, Flags};
 use crate::build::sign::Signer;
 use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
@@ -83,6 +85,11 @@ struct SysextArgs {
     tree: Option<PathBuf>,
     extra_trees: Vec<(PathBuf, String)>,
     base: Option<PathBuf>,
+    kver: Option<String>,
+    modules_dir: Option<PathBuf>,
+    modules: Vec<String>,
+    firmware: bool,
+    firmware_dir: Option<PathBuf>,
     name: Option<String>,
     version: Option<String>,
     scope: Option<String>,
@@ -107,6 +114,11 @@ impl SysextArgs {
                 Long("tree") => a.tree = Some(path(p)?),
                 Long("extra-tree") => a.extra_trees.push(tree::extra_tree(&string(p)?)),
                 Long("base") => a.base = Some(path(p)?),
+                Long("kver") => a.kver = Some(string(p)?),
+                Long("modules-dir") => a.modules_dir = Some(path(p)?),
+                Long("module") => a.modules.push(string(p)?),
+                Long("firmware") => a.firmware = true,
+                Long("firmware-dir") => a.firmware_dir = Some(path(p)?),
                 Long("name") => a.name = Some(string(p)?),
                 Long("version") => a.version = Some(string(p)?),
                 Long("scope") => a.scope = Some(string(p)?),
@@ -172,9 +184,19 @@ impl SysextArgs {
         let layout = repart::layout(self.flags, self.definitions.as_deref(), signing.is_some())
             .map_err(failed)?;
         let output = expand_output(&output, layout.arch, self.version.as_deref())?;
+        let modules = modules_spec(
+            self.modules,
+            self.modules_dir.as_deref(),
+            self.kver.as_deref(),
+            (self.firmware || self.firmware_dir.is_some()).then(|| {
+                self.firmware_dir
+                    .unwrap_or_else(|| PathBuf::from("/lib/firmware"))
+            }),
+        )?;
         let mut s = Spec::new(tree, name, output, layout);
         s.extra_trees = self.extra_trees;
         s.base = self.base;
+        s.modules = modules;
         s.version = self.version;
         if let Some(scope) = self.scope {
             s.scope = scope;
@@ -210,6 +232,29 @@ impl SysextArgs {
     }
 }
 
+/// `--module NAME... [--kver V] [--modules-dir DIR] [--firmware [--firmware-dir DIR]]`.
+fn modules_spec(
+    names: Vec<String>,
+    dir: Option<&Path>,
+    kver: Option<&str>,
+    firmware_dir: Option<PathBuf>,
+) -> Result<Option<Modules>, CliError> {
+    let location = modules::location(dir, kver);
+    match (names.is_empty(), location) {
+        (true, None) if firmware_dir.is_none() => Ok(None),
+        (true, _) => Err(usage(
+            "--kver, --modules-dir and --firmware go with --module",
+        )),
+        (false, None) => Err(usage("--module needs --kver or --modules-dir")),
+        (false, Some((dir, kver))) => Ok(Some(Modules {
+            dir,
+            kver,
+            names,
+            firmware_dir,
+        })),
+    }
+}
+
 /// `%a` (architecture) and `%v` (version) in `--output`, as mkosi's `Output=NAME-%v.%a`.
 fn expand_output(output: &Path, arch: Arch, version: Option<&str>) -> Result<PathBuf, CliError> {
     let text = output.to_string_lossy();
@@ -238,6 +283,10 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
             Long("kver") => s.kver = Some(string(p)?),
             Long("modules-dir") => s.modules_dir = Some(path(p)?),
             Long("module") => s.modules.push(string(p)?),
+            Long("drivers") => {
+                let sets = [("generic", Drivers::Generic), ("host", Drivers::Host)];
+                s.drivers = Some(choose(&string(p)?, "--drivers", &sets)?);
+            }
             Long("cert") => s.certs.push(path(p)?),
             Long("secondary-cert") => s.secondary_certs.push(path(p)?),
             Long("extension") => s.extensions.push(path(p)?),
@@ -263,10 +312,13 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
     let r = initrd::build(&s).map_err(failed)?;
     println!("{}", s.output.display());
     log::info!(
-        "{} entries, {} bytes, modules: {}",
+        "{} entries, {} bytes; {} modules, {} bytes{}",
         r.entries,
         r.bytes,
-        r.modules.join(" ")
+        r.modules.len(),
+        r.module_bytes,
+        s.drivers
+            .map_or(String::new(), |d| format!(" ({})", d.name()))
     );
     Ok(())
 }

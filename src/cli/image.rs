@@ -135,7 +135,20 @@ fn render_text(v: &Value) -> String {
         out += &format!(", signer {subject}");
     }
     out += &format!("\nscope:        {}\n", s("scope"));
+    out += &render_modules(&v["modules"]);
     out + &render_release(&v["extension_release"])
+}
+
+/// `modules: <kver>: a, b, …` for each kernel version the image carries modules for.
+fn render_modules(m: &Value) -> String {
+    let kvers = m.as_array().into_iter().flatten();
+    let lines = kvers.map(|k| {
+        let names = k["modules"].as_array().into_iter().flatten();
+        let names: Vec<&str> = names.filter_map(Value::as_str).collect();
+        let kver = k["kver"].as_str().unwrap_or("-");
+        format!("modules:      {kver}: {}\n", names.join(", "))
+    });
+    lines.collect()
 }
 
 /// The extension-release file's path, then one `KEY=VALUE` line per field; or the error.

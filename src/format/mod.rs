@@ -3,6 +3,7 @@
 pub mod base64;
 pub mod blob;
 pub mod bytes;
+pub mod elf;
 pub mod erofs;
 pub mod gpt;
 pub mod hex;

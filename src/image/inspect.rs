@@ -11,14 +11,15 @@ use serde_json::{json, Value};
 use crate::format::gpt::{self, Designator};
 use crate::format::lookup::Filesystem;
 use crate::format::release::{self, Release};
-use crate::format::{erofs, signature, squashfs};
+use crate::format::{erofs, kmod, signature, squashfs};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs;
 
 /// The image's description as JSON (the text form is rendered from it).
 pub fn describe(path: &Path, certs: &[X509]) -> Result<Value, DissectError> {
     let d = dissect::dissect(path, None)?;
-    let (extension_release, scope) = release_info(path, &d);
+    let contents = read_contents(path, &d);
+    let (extension_release, scope) = release_info(contents.release);
     Ok(json!({
         "path": path.display().to_string(),
         "kind": if d.table.is_some() { "ddi" } else { "naked" },
@@ -32,6 +33,7 @@ pub fn describe(path: &Path, certs: &[X509]) -> Result<Value, DissectError> {
         "signature": signature_info(&d, certs),
         "extension_release": extension_release,
         "scope": scope,
+        "modules": contents.modules,
     }))
 }
 
@@ -103,8 +105,8 @@ fn signature_info(d: &Dissected, certs: &[X509]) -> Value {
 
 /// The extension-release file as JSON (its path in the image and its fields, or why it could
 /// not be read) and the `SYSEXT_SCOPE` it declares.
-fn release_info(path: &Path, d: &Dissected) -> (Value, Value) {
-    match read_release(path, d) {
+fn release_info(release: Result<(String, Release), String>) -> (Value, Value) {
+    match release {
         Ok((file, rel)) => {
             let fields: serde_json::Map<String, Value> = rel
                 .fields
@@ -118,27 +120,83 @@ fn release_info(path: &Path, d: &Dissected) -> (Value, Value) {
     }
 }
 
-/// Reads the extension-release file systemd would match the image by, from its data
-/// filesystem.
-fn read_release(path: &Path, d: &Dissected) -> Result<(String, Release), String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// What inspect reads from the data filesystem.
+struct Contents {
+    /// The extension-release file systemd would match the image by, parsed.
+    release: Result<(String, Release), String>,
+    /// The kernel modules it carries, per kernel version.
+    modules: Value,
+}
+
+/// Reads the data filesystem's [`Contents`].
+fn read_contents(path: &Path, d: &Dissected) -> Contents {
+    let failed = |e: String| Contents {
+        release: Err(e),
+        modules: Value::Null,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return failed(format!("{}: {e}", path.display())),
+    };
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let name = release::image_name(file_name);
-    let dir = match d.designator {
-        Some(Designator::Usr) => "lib/extension-release.d",
-        _ => "usr/lib/extension-release.d",
+    let usr = match d.designator {
+        Some(Designator::Usr) => "",
+        _ => "usr/",
     };
     let at = d.data.offset;
     match d.fs {
-        FsType::Erofs => {
-            let fs = erofs::Reader::open(&file, at).map_err(|e| e.to_string())?;
-            find_release(&fs, dir, name)
+        FsType::Erofs => match erofs::Reader::open(&file, at) {
+            Ok(fs) => contents(&fs, usr, name),
+            Err(e) => failed(e.to_string()),
+        },
+        FsType::Squashfs => match squashfs::Reader::open(&file, at) {
+            Ok(fs) => contents(&fs, usr, name),
+            Err(e) => failed(e.to_string()),
+        },
+        other => failed(format!("cannot read {} filesystems", other.name())),
+    }
+}
+
+/// The [`Contents`] of `fs`, whose `/usr` is at `usr` (`usr/` or the root).
+fn contents<R: Filesystem>(fs: &R, usr: &str, name: &str) -> Contents {
+    Contents {
+        release: find_release(fs, &format!("{usr}lib/extension-release.d"), name),
+        modules: modules(fs, &format!("{usr}lib/modules")),
+    }
+}
+
+/// Most directory levels and module files [`modules`] looks through.
+const MODULES_DEPTH: usize = 12;
+const MAX_MODULES: usize = 100_000;
+
+/// `[{"kver": K, "modules": [names, sorted]}]` for every `<dir>/<kver>/**/*.ko*`.
+fn modules<R: Filesystem>(fs: &R, dir: &str) -> Value {
+    let kvers = fs.list(dir).unwrap_or_default();
+    let found = kvers
+        .into_iter()
+        .filter(|(_, is_dir)| *is_dir)
+        .map(|(kver, _)| {
+            let mut names = Vec::new();
+            module_files(fs, &format!("{dir}/{kver}"), MODULES_DEPTH, &mut names);
+            names.sort();
+            json!({ "kver": kver, "modules": names })
+        });
+    Value::Array(found.collect())
+}
+
+/// Appends the module names of the `.ko*` files under `dir` to `names`.
+fn module_files<R: Filesystem>(fs: &R, dir: &str, depth: usize, names: &mut Vec<String>) {
+    let Ok(entries) = fs.list(dir) else { return };
+    for (name, is_dir) in entries {
+        if names.len() >= MAX_MODULES {
+            return;
         }
-        FsType::Squashfs => {
-            let fs = squashfs::Reader::open(&file, at).map_err(|e| e.to_string())?;
-            find_release(&fs, dir, name)
+        if is_dir && depth > 0 {
+            module_files(fs, &format!("{dir}/{name}"), depth - 1, names);
+        } else if !is_dir && name.contains(".ko") {
+            names.push(kmod::normalize(&name));
         }
-        other => Err(format!("cannot read {} filesystems", other.name())),
     }
 }
 
