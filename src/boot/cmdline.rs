@@ -29,6 +29,10 @@ pub struct Cmdline {
     pub init: String,
     pub on_failure: OnFailure,
     pub require_signatures: bool,
+    /// `module_blacklist=`, `modprobe.blacklist=`, `rd.driver.blacklist=`: never loaded.
+    pub blacklist: Vec<String>,
+    /// `rd.driver.pre=`: loaded before anything else.
+    pub driver_pre: Vec<String>,
 }
 
 impl Default for Cmdline {
@@ -48,6 +52,8 @@ impl Default for Cmdline {
             init: "/sbin/init".into(),
             on_failure: OnFailure::Reboot,
             require_signatures: false,
+            blacklist: Vec::new(),
+            driver_pre: Vec::new(),
         }
     }
 }
@@ -78,6 +84,11 @@ pub fn tokens(line: &str) -> Vec<String> {
         out.push(cur);
     }
     out
+}
+
+/// A comma-separated list, empty items dropped.
+fn list(v: &str) -> impl Iterator<Item = String> + '_ {
+    v.split(',').filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// A flag's value: systemd's boolean words; a bare flag is true.
@@ -136,6 +147,10 @@ impl Cmdline {
                 }
             }
             "dm_verity.require_signatures" => self.require_signatures = flag()?,
+            "module_blacklist" | "modprobe.blacklist" | "rd.driver.blacklist" => {
+                self.blacklist.extend(list(&value()?))
+            }
+            "rd.driver.pre" => self.driver_pre.extend(list(&value()?)),
             "root" => self.root = Some(value()?),
             "rootfstype" => self.rootfstype = Some(value()?),
             "rootflags" => self.rootflags = Some(value()?),
@@ -164,7 +179,9 @@ mod tests {
         let (c, w) = Cmdline::parse(
             "console=ttyS0 root=PARTUUID=abcd rw rd.sysext.required=a,b rd.sysext.required=c \
              rd.systemd.sysext=0 rd.sysext.root_timeout=2.5 rd.sysext.on_failure=shell:/bin/sh \
-             rd.sysext.debug init=/bin/custom rd.sysext.sysroot=yes dm_verity.require_signatures=1",
+             rd.sysext.debug init=/bin/custom rd.sysext.sysroot=yes dm_verity.require_signatures=1 \
+             module_blacklist=nvme,ahci modprobe.blacklist=uas rd.driver.blacklist=a-b,, \
+             rd.driver.pre=virtio_pci rd.driver.pre=crc32c,dm-mod",
         );
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.root.as_deref(), Some("PARTUUID=abcd"));
@@ -173,6 +190,8 @@ mod tests {
         assert_eq!(c.root_timeout, Duration::from_millis(2500));
         assert_eq!(c.on_failure, OnFailure::Shell("/bin/sh".into()));
         assert_eq!(c.init, "/bin/custom");
+        assert_eq!(c.blacklist, ["nvme", "ahci", "uas", "a-b"]);
+        assert_eq!(c.driver_pre, ["virtio_pci", "crc32c", "dm-mod"]);
     }
 
     #[test]

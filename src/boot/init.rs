@@ -10,9 +10,12 @@ use log::{debug, error, info, warn};
 use rustix::mount::{mount, MountFlags};
 
 use crate::boot::cmdline::{Cmdline, OnFailure};
+use crate::boot::coldplug::Devices;
+use crate::boot::kmsg;
+use crate::boot::modload::{self, Loader};
 use crate::boot::rootdev::{self, RootError, RootSpec};
 use crate::boot::switch_root::{self, SwitchError};
-use crate::boot::{kmsg, modload};
+use crate::format::kmod;
 use crate::runtime::policy::Policy;
 use crate::runtime::{enroll, merge, verbs};
 
@@ -62,7 +65,10 @@ pub fn run() -> ! {
 
 fn boot(c: &Cmdline) -> Result<(), BootError> {
     let start = Instant::now();
-    modload::load_all(Path::new("/"));
+    let loader = Loader::open(&modload::modules_dir(Path::new("/")), &c.blacklist);
+    let mut devices = Devices::start(loader);
+    load_listed(&mut devices, c);
+    devices.coldplug();
     info!(
         "dm_verity.require_signatures={}",
         if c.require_signatures {
@@ -75,6 +81,7 @@ fn boot(c: &Cmdline) -> Result<(), BootError> {
     debug!("keys enrolled");
     if c.sysext {
         merge_into(c, Path::new("/"))?;
+        extension_drivers(&mut devices);
         run_hooks(Path::new("/usr/lib/initrd-sysext/pre-mount.d"));
     } else {
         info!("rd.sysext=0: not merging extensions");
@@ -83,8 +90,9 @@ fn boot(c: &Cmdline) -> Result<(), BootError> {
         "initrd ready, {} ms after start",
         start.elapsed().as_millis()
     );
+    devices.report_missing();
     reap();
-    mount_root(c)?;
+    mount_root(c, &mut devices)?;
     if c.sysext && c.sysroot {
         merge_into(c, Path::new("/sysroot"))?;
     }
@@ -92,8 +100,56 @@ fn boot(c: &Cmdline) -> Result<(), BootError> {
         warn!("unmerging the initrd's extensions: {e}");
     }
     reap();
+    let l = &devices.loader;
+    info!(
+        "modules: {} loaded, {} failed, {} ms loading them (finit_module)",
+        l.loaded,
+        l.failed,
+        l.kernel_time.as_millis()
+    );
+    drop(devices);
     info!("switch root {} ms after start", start.elapsed().as_millis());
     Ok(switch_root::switch_root(Path::new("/sysroot"), &c.init)?)
+}
+
+/// `rd.driver.pre=` first, then what every initrd-sysext initrd needs (loop, dm-verity,
+/// overlay, erofs, squashfs where they are modules) and `/etc/initrd-sysext/modules`.
+fn load_listed(devices: &mut Devices, c: &Cmdline) {
+    let pre: Vec<&str> = c.driver_pre.iter().map(String::as_str).collect();
+    devices.load(&pre, "rd.driver.pre");
+    let listed = std::fs::read_to_string("/etc/initrd-sysext/modules").unwrap_or_default();
+    let mut names: Vec<&str> = kmod::DEFAULT_MODULES.to_vec();
+    names.extend(
+        listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#')),
+    );
+    devices.load(&names, "the initrd");
+}
+
+/// Modules and firmware the merged extensions brought: the modules become loadable (their
+/// `.modinfo` read), the kernel looks for firmware in the merged /usr/lib/firmware, and
+/// coldplug runs again for the devices that were waiting for them.
+fn extension_drivers(devices: &mut Devices) {
+    let kver = modload::kernel_release();
+    let dir = Path::new("/usr/lib/modules").join(&kver);
+    let added = devices.loader.add_dir(&dir);
+    if !added.is_empty() {
+        info!("modules from extensions: {}", added.join(" "));
+    }
+    let firmware = Path::new("/usr/lib/firmware");
+    let same = std::fs::canonicalize("/lib/firmware").ok() == std::fs::canonicalize(firmware).ok();
+    if firmware.is_dir() && !same {
+        match std::fs::write(
+            "/sys/module/firmware_class/parameters/path",
+            "/usr/lib/firmware",
+        ) {
+            Ok(()) => debug!("firmware search path: /usr/lib/firmware"),
+            Err(e) => warn!("setting the firmware search path to /usr/lib/firmware: {e}"),
+        }
+    }
+    devices.coldplug();
 }
 
 /// Merges the extensions found under `root` (the initrd itself, or /sysroot); a refused
@@ -162,9 +218,9 @@ fn mount_api_filesystems() {
     }
 }
 
-fn mount_root(c: &Cmdline) -> Result<(), BootError> {
+fn mount_root(c: &Cmdline, devices: &mut Devices) -> Result<(), BootError> {
     let spec = RootSpec::parse(c.root.as_deref().ok_or(RootError::Missing)?)?;
-    let dev = rootdev::wait_for(&spec, c.root_timeout)?;
+    let dev = rootdev::wait_for(&spec, c.root_timeout, |deadline| devices.wait(deadline))?;
     let shown = dev.display().to_string();
     debug!("root device {shown}");
     let fstype = match &c.rootfstype {
@@ -173,6 +229,13 @@ fn mount_root(c: &Cmdline) -> Result<(), BootError> {
             .ok_or_else(|| BootError::FsType(shown.clone()))?
             .to_owned(),
     };
+    devices.load(&[&format!("fs-{fstype}")], "the root filesystem");
+    if fstype == "btrfs" {
+        match rootdev::btrfs_scan() {
+            Ok(found) => info!("btrfs devices registered: {}", found.join(" ")),
+            Err(e) => warn!("registering btrfs devices with /dev/btrfs-control: {e}"),
+        }
+    }
     let mut flags = MountFlags::empty();
     if c.read_only {
         flags |= MountFlags::RDONLY;

@@ -4,13 +4,14 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::format::blob::Blob;
 use crate::format::gpt;
 use crate::format::uuid::Uuid;
 use crate::image::dissect::FsType;
+use crate::runtime::loopdev::raw_ioctl;
+use rustix::ioctl::Opcode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSpec {
@@ -26,8 +27,19 @@ pub enum RootError {
     Syntax(String),
     #[error("no root= on the kernel command line")]
     Missing,
-    #[error("root device {0} did not appear within {1:?}")]
-    Timeout(String, Duration),
+    #[error("root device {0} did not appear within {1:?} (block devices: {2})")]
+    Timeout(RootSpec, Duration, String),
+}
+
+impl std::fmt::Display for RootSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            RootSpec::Path(p) => write!(f, "{}", p.display()),
+            RootSpec::PartUuid(u) => write!(f, "PARTUUID={u}"),
+            RootSpec::Uuid(u) => write!(f, "UUID={u}"),
+            RootSpec::Label(l) => write!(f, "LABEL={l}"),
+        }
+    }
 }
 
 impl RootSpec {
@@ -49,17 +61,32 @@ impl RootSpec {
     }
 }
 
-/// Waits up to `timeout` for the device to appear; returns its /dev path.
-pub fn wait_for(spec: &RootSpec, timeout: Duration) -> Result<PathBuf, RootError> {
-    let start = Instant::now();
+/// Waits up to `timeout` for the device to appear; returns its /dev path. `wait(deadline)`
+/// blocks until block devices may have changed (a uevent) or the deadline passes; it returns
+/// whether to look again.
+pub fn wait_for(
+    spec: &RootSpec,
+    timeout: Duration,
+    mut wait: impl FnMut(Instant) -> bool,
+) -> Result<PathBuf, RootError> {
+    let deadline = Instant::now() + timeout;
+    let mut look = true;
     loop {
-        if let Some(p) = find(spec) {
-            return Ok(p);
+        if look {
+            if let Some(p) = find(spec) {
+                return Ok(p);
+            }
         }
-        if start.elapsed() >= timeout {
-            return Err(RootError::Timeout(format!("{spec:?}"), timeout));
+        if Instant::now() >= deadline {
+            let present = block_devices().join(" ");
+            let present = if present.is_empty() {
+                "none".into()
+            } else {
+                present
+            };
+            return Err(RootError::Timeout(spec.clone(), timeout, present));
         }
-        sleep(Duration::from_millis(25));
+        look = wait(deadline);
     }
 }
 
@@ -163,6 +190,53 @@ pub fn superblock_ids(head: &[u8]) -> Option<(String, String)> {
         }
         _ => None,
     }
+}
+
+/// `BTRFS_IOC_SCAN_DEV`: `_IOW(0x94, 4, struct btrfs_ioctl_vol_args)`.
+const BTRFS_IOC_SCAN_DEV: Opcode = 0x5000_9404;
+
+/// `struct btrfs_ioctl_vol_args` of include/uapi/linux/btrfs.h.
+#[repr(C)]
+struct BtrfsVolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+/// Registers every block device that carries a btrfs superblock with the kernel (as `btrfs
+/// device scan` does), so that a filesystem spanning several devices mounts; returns their
+/// names.
+pub fn btrfs_scan() -> std::io::Result<Vec<String>> {
+    let control = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/btrfs-control")?;
+    let mut scanned = Vec::new();
+    for name in block_devices() {
+        let path = dev_path(name.clone());
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.read_vec_at(0x10040, 8).ok().as_deref() != Some(b"_BHRfS_M") {
+            continue;
+        }
+        let mut args = BtrfsVolArgs {
+            fd: 0,
+            name: [0; 4088],
+        };
+        let bytes = path.as_os_str().as_encoded_bytes();
+        args.name[..bytes.len().min(4087)].copy_from_slice(&bytes[..bytes.len().min(4087)]);
+        // SAFETY: the argument is a struct btrfs_ioctl_vol_args the kernel reads.
+        unsafe {
+            raw_ioctl(
+                &control,
+                BTRFS_IOC_SCAN_DEV,
+                (&mut args as *mut BtrfsVolArgs).cast(),
+            )
+        }
+        .map_err(std::io::Error::from)?;
+        scanned.push(name);
+    }
+    Ok(scanned)
 }
 
 /// The filesystem type on `dev`, from its superblock.
