@@ -63,6 +63,9 @@ pub struct Spec {
     pub modules: Vec<String>,
     /// `--drivers`: a set of drivers shipped besides the defaults and `modules`.
     pub drivers: Option<Drivers>,
+    /// `--omit-driver`: never shipped, nor any module that needs them (dracut's
+    /// `--omit-drivers`).
+    pub omit: Vec<String>,
     pub certs: Vec<PathBuf>,
     /// Certificates boot mode enrolls into `.secondary_trusted_keys`.
     pub secondary_certs: Vec<PathBuf>,
@@ -308,7 +311,8 @@ impl Adder {
         kver: &str,
         spec: &Spec,
     ) -> Result<(Vec<String>, u64), InitrdError> {
-        let db = ModuleDb::load(dir)?;
+        let mut db = ModuleDb::load(dir)?;
+        db.add_blacklist(&spec.omit.join(","));
         let mut order = db.closure(&kmod::DEFAULT_MODULES, false)?;
         let requested: Vec<&str> = spec.modules.iter().map(String::as_str).collect();
         let requested = db.closure(&requested, true)?;

@@ -287,6 +287,7 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
                 let sets = [("generic", Drivers::Generic), ("host", Drivers::Host)];
                 s.drivers = Some(choose(&string(p)?, "--drivers", &sets)?);
             }
+            Long("omit-driver") => s.omit.push(string(p)?),
             Long("cert") => s.certs.push(path(p)?),
             Long("secondary-cert") => s.secondary_certs.push(path(p)?),
             Long("extension") => s.extensions.push(path(p)?),
