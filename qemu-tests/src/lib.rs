@@ -58,7 +58,7 @@ pub fn test_kernel_without_signatures() -> &'static Path {
 }
 
 /// The test kernel plus what systemd and udev need (kernel-config/systemd.config): for
-/// dracut-built initrds.
+/// dracut-built initrds. It is also the modular variant: see [`modular_kernel`].
 pub fn dracut_test_kernel() -> &'static Path {
     static K: OnceLock<PathBuf> = OnceLock::new();
     K.get_or_init(|| {
@@ -68,6 +68,15 @@ pub fn dracut_test_kernel() -> &'static Path {
             Command::new(script).arg(key("builtin.pem")).arg(extra),
         ))
     })
+}
+
+/// The modular test kernel (the dracut variant: loadable modules, btrfs one of them) and its
+/// modules directory `<dir>/modules/lib/modules/<kver>`.
+pub fn modular_kernel() -> (&'static Path, PathBuf) {
+    let kernel = dracut_test_kernel();
+    let dir = kernel.parent().unwrap().join("modules/lib/modules");
+    let kver = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    (kernel, kver)
 }
 
 /// Debian's own kernel package, fetched once per machine: (vmlinuz, modules dir).
@@ -226,6 +235,8 @@ pub struct Qemu<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub disks: Vec<PathBuf>,
+    /// More QEMU arguments: other disk controllers (`-device nvme,…`), `-m`, `-smp`.
+    pub extra: Vec<String>,
     pub append: String,
     pub timeout: Duration,
 }
@@ -266,6 +277,7 @@ impl Qemu<'_> {
                 &format!("file={},format=raw,if=virtio", d.display()),
             ]);
         }
+        cmd.args(&self.extra);
         let start = Instant::now();
         let mut child = cmd
             .stdin(Stdio::null())

@@ -67,6 +67,7 @@ fn boot(dir: &Path, kernel: &Path, initrd: &Path, append: &str) -> Boot {
         kernel,
         initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!(
             "root=PARTUUID={part_uuid} {append} {}",
             std::env::var("BENCH_APPEND").unwrap_or_default()
@@ -138,6 +139,7 @@ fn boot_timings() {
         kernel: test_kernel(),
         initrd: &big_initrd,
         disks: vec![root_disk(&d.join("c"), &root_tree(&d.join("c"), "")).0],
+        extra: Vec::new(),
         append: "root=/dev/vda1".into(),
         timeout: Duration::from_secs(600),
     }
@@ -212,6 +214,7 @@ fn dracut_comparison() {
             kernel: dracut_test_kernel(),
             initrd,
             disks: vec![disk],
+            extra: Vec::new(),
             append: format!("root=PARTUUID={part_uuid}"),
             timeout: Duration::from_secs(300),
         }

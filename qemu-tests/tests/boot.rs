@@ -98,6 +98,7 @@ fn boot_root(dir: &Path, initrd: &Path, script: &str, append: &str) -> Boot {
         kernel: test_kernel(),
         initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!("root=PARTUUID={part_uuid} {append}"),
         timeout: TIMEOUT,
     }
@@ -282,6 +283,7 @@ fn scenario5_system_extension_merged_into_sysroot() {
         kernel: test_kernel(),
         initrd: &initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!("root=PARTUUID={part_uuid} rd.sysext.sysroot=1"),
         timeout: TIMEOUT,
     }
@@ -342,6 +344,7 @@ fn scenario7_root_by_uuid_label_and_missing_root() {
             kernel: test_kernel(),
             initrd: &initrd,
             disks: vec![disk.clone()],
+            extra: Vec::new(),
             append: format!("root={spec}"),
             timeout: TIMEOUT,
         }
@@ -353,6 +356,7 @@ fn scenario7_root_by_uuid_label_and_missing_root() {
         kernel: test_kernel(),
         initrd: &initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: "root=PARTUUID=00000000-0000-4000-8000-000000000000 rd.sysext.root_timeout=2"
             .into(),
         timeout: TIMEOUT,
@@ -414,6 +418,7 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
         kernel: &vmlinuz,
         initrd: &initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!(
             "root=PARTUUID={part_uuid} rd.sysext.image_policy=root=verity+signed+absent:usr=verity+signed+absent"
         ),
@@ -459,6 +464,7 @@ fn two_signed(
             kernel,
             initrd: &initrd,
             disks: vec![disk.clone()],
+            extra: Vec::new(),
             append: format!("root=PARTUUID={part_uuid} {append}"),
             timeout: TIMEOUT,
         }
@@ -556,6 +562,7 @@ fn scenario7_root_device_appearing_late_is_waited_for() {
         kernel: test_kernel(),
         initrd: &initrd,
         disks: vec![],
+        extra: Vec::new(),
         append: "root=LABEL=lateroot rd.sysext.root_timeout=20".into(),
         timeout: TIMEOUT,
     }

@@ -26,6 +26,7 @@ fn boot(dir: &Path, initrd: &Path, append: &str, script: &str, images: &[&Path])
         kernel: dracut_test_kernel(),
         initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!("root=PARTUUID={part_uuid} {append}"),
         timeout: Duration::from_secs(180),
     }
@@ -150,6 +151,7 @@ fn dracut_on_debians_kernel_installs_and_loads_the_modules() {
         kernel: &vmlinuz,
         initrd: &initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!(
             "root=PARTUUID={part_uuid} rd.sysext.image_policy=root=verity+signed+absent:usr=verity+signed+absent"
         ),

@@ -91,6 +91,7 @@ fn walkthrough_project_builds_with_one_command_and_boots() {
         kernel: test_kernel(),
         initrd: &initrd,
         disks: vec![disk],
+        extra: Vec::new(),
         append: format!("root=PARTUUID={part_uuid}"),
         timeout: Duration::from_secs(90),
     }
