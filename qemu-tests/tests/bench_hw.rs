@@ -149,18 +149,19 @@ fn mkinitramfs(d: &Path, kver: &str, mods: &Path, modules: &str, out: &Path) -> 
     .unwrap_or_else(|e| panic!("mkinitramfs MODULES={modules}: {e}"))
 }
 
-/// Kernel modules in an initrd, from our `inspect` (it reads every member of every builder's
-/// initrd; initramfs-tools' lsinitramfs stops at our uncompressed extension member).
-fn module_count(initrd: &Path) -> usize {
+/// Kernel module files in an initrd, from our `inspect` (it reads every member of every
+/// builder's initrd; initramfs-tools' lsinitramfs stops at our uncompressed extension member).
+fn modules_in(initrd: &Path) -> Vec<String> {
     ours(&["inspect", s(initrd)])
         .lines()
-        .filter(|l| {
-            let path = l.split_whitespace().last().unwrap_or("");
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|path| {
             [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
                 .iter()
                 .any(|e| path.ends_with(e))
         })
-        .count()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The drivers along the sysfs path of the build host's root block device (disk, bus,
@@ -235,6 +236,31 @@ fn measure(boot: &Boot) -> Run {
             .map(|(_, m)| format!("module {}", m.trim()))
             .collect(),
     }
+}
+
+/// The console lines saying why a boot did not reach the root (each builder's words for it).
+fn why_not(boot: &Boot) -> String {
+    const SIGNS: [&str; 8] = [
+        "does not exist",
+        "ALERT!",
+        "FATAL",
+        "Gave up waiting",
+        "did not appear",
+        "Kernel panic",
+        "Could not boot",
+        "not found",
+    ];
+    let mut seen: Vec<&str> = Vec::new();
+    for l in boot.console.lines() {
+        let l = l.split_once("] ").map_or(l, |(_, rest)| rest).trim();
+        if SIGNS.iter().any(|s| l.contains(s)) && !seen.contains(&l) {
+            seen.push(l);
+        }
+    }
+    if seen.is_empty() {
+        seen.extend(boot.console.lines().last());
+    }
+    seen.iter().take(4).copied().collect::<Vec<_>>().join(" / ")
 }
 
 /// "min–max" of the values (or "-" when there are none).
@@ -430,13 +456,20 @@ fn hardware_comparison() {
             let run = measure(&boot);
             let reached = run.to_root.is_some();
             if !reached {
-                let tail: Vec<&str> = boot.console.lines().rev().take(8).collect();
                 notes.push(format!(
-                    "{}: boot {} did not reach the root's init{} (last lines: {})",
+                    "{}: boot {} did not reach the root's init{}: {}",
                     c.label,
                     i + 1,
                     if boot.timed_out { ", QEMU killed" } else { "" },
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                    why_not(&boot)
+                ));
+                let blk = modules_in(&c.initrd)
+                    .iter()
+                    .any(|m| m.contains("/virtio_blk.ko"));
+                notes.push(format!(
+                    "{}: virtio_blk is {}in the initrd",
+                    c.label,
+                    if blk { "" } else { "not " }
                 ));
             }
             runs.push(run);
@@ -455,7 +488,7 @@ fn hardware_comparison() {
             c.label,
             c.build.as_secs_f64(),
             std::fs::metadata(&c.initrd).unwrap().len() as f64 / 1e6,
-            module_count(&c.initrd),
+            modules_in(&c.initrd).len(),
             span(runs.iter().map(|r| r.to_init), 1.0, 2),
             span(runs.iter().map(|r| r.to_root), 1.0, 2),
             span(runs.iter().map(|r| Some(r.wall)), 1.0, 1),
