@@ -446,6 +446,7 @@ fn hardware_comparison() {
                 kernel: &vmlinuz,
                 initrd: &c.initrd,
                 disks: vec![disk.clone()],
+                extra: Vec::new(),
                 append: format!("root=PARTUUID={part_uuid} {POLICY} {GIVE_UP}"),
                 timeout: Duration::from_secs(240),
             }
