@@ -363,7 +363,7 @@ fn scenario7_root_by_uuid_label_and_missing_root() {
     }
     .boot();
     missing
-        .expect("FATAL: root device PartUuid")
+        .expect("FATAL: root device PARTUUID=00000000-0000-4000-8000-000000000000")
         .expect("did not appear within 2s")
         .expect_not("ROOT-INIT");
 }

@@ -78,7 +78,9 @@ pub fn wait_for(
             }
         }
         if Instant::now() >= deadline {
-            let present = block_devices().join(" ");
+            let disks = block_devices().into_iter();
+            let disks = disks.filter(|d| !d.starts_with("loop") && !d.starts_with("ram"));
+            let present = disks.collect::<Vec<_>>().join(" ");
             let present = if present.is_empty() {
                 "none".into()
             } else {
