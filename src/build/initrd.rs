@@ -90,6 +90,28 @@ pub struct Report {
 
 /// Builds the initrd described by `spec`.
 pub fn build(spec: &Spec) -> Result<Report, InitrdError> {
+    let (tree, mut report) = assemble(spec)?;
+    report.bytes = write(&tree, spec)?;
+    info!(
+        "{}: {} entries, {} bytes",
+        spec.output.display(),
+        report.entries,
+        report.bytes
+    );
+    Ok(report)
+}
+
+/// Builds the initrd described by `spec` in memory (`spec.output` only names it in errors).
+pub fn build_bytes(spec: &Spec) -> Result<(Vec<u8>, Report), InitrdError> {
+    let (tree, mut report) = assemble(spec)?;
+    let mut bytes = encode(&tree, spec, Vec::new())?;
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    report.bytes = bytes.len() as u64;
+    Ok((bytes, report))
+}
+
+/// The initrd's tree: base, skeleton, /init, release, modules, certificates, extensions.
+fn assemble(spec: &Spec) -> Result<(Tree, Report), InitrdError> {
     let mtime = spec.source_date_epoch.unwrap_or(0);
     let mut tree = base_tree(spec)?;
     let adder = Adder { mtime };
@@ -122,19 +144,13 @@ pub fn build(spec: &Spec) -> Result<Report, InitrdError> {
     for image in &spec.extensions {
         adder.file_into(&mut tree, "etc/extensions", image)?;
     }
-    let bytes = write(&tree, spec)?;
-    info!(
-        "{}: {} entries, {} bytes",
-        spec.output.display(),
-        tree.nodes.len(),
-        bytes
-    );
-    Ok(Report {
+    let report = Report {
         entries: tree.nodes.len(),
         modules,
         module_bytes,
-        bytes,
-    })
+        bytes: 0,
+    };
+    Ok((tree, report))
 }
 
 /// A cpio placing `images` under `/.extra/sysext/`, to append to any initrd.
@@ -472,21 +488,9 @@ fn is_symlink(tree: &Tree, path: &str) -> bool {
 fn write(tree: &Tree, spec: &Spec) -> Result<u64, InitrdError> {
     let out = Output::create(&spec.output, spec.force)?;
     let sink = BufWriter::with_capacity(1 << 20, &out.file);
-    match spec.compression {
-        Compression::None => write_cpio(tree, spec, sink)?
-            .flush()
-            .map_err(io_err(&spec.output))?,
-        Compression::Zstd(level) => {
-            let mut enc = zstd::stream::Encoder::new(sink, level).map_err(io_err(&spec.output))?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-            enc.multithread(threads).map_err(io_err(&spec.output))?;
-            let enc = write_cpio(tree, spec, enc)?;
-            enc.finish()
-                .map_err(io_err(&spec.output))?
-                .flush()
-                .map_err(io_err(&spec.output))?;
-        }
-    }
+    encode(tree, spec, sink)?
+        .flush()
+        .map_err(io_err(&spec.output))?;
     // The kernel reads an archive appended after this one only at a 4-byte boundary: pad
     // with zeros, which it skips between members.
     let len = out.file.metadata().map_err(io_err(&spec.output))?.len();
@@ -494,6 +498,18 @@ fn write(tree: &Tree, spec: &Spec) -> Result<u64, InitrdError> {
     out.file.set_len(len).map_err(io_err(&spec.output))?;
     out.commit()?;
     Ok(len)
+}
+
+/// `tree` as newc into `sink`, compressed per spec (zstd on all cores).
+fn encode<W: Write>(tree: &Tree, spec: &Spec, sink: W) -> Result<W, InitrdError> {
+    let Compression::Zstd(level) = spec.compression else {
+        return write_cpio(tree, spec, sink);
+    };
+    let mut enc = zstd::stream::Encoder::new(sink, level).map_err(io_err(&spec.output))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    enc.multithread(threads).map_err(io_err(&spec.output))?;
+    let enc = write_cpio(tree, spec, enc)?;
+    enc.finish().map_err(io_err(&spec.output))
 }
 
 fn write_cpio<W: Write>(tree: &Tree, spec: &Spec, sink: W) -> Result<W, InitrdError> {

@@ -10,3 +10,4 @@ pub mod project;
 pub mod repart;
 pub mod sign;
 pub mod sysext;
+pub mod uki;

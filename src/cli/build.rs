@@ -1,4 +1,4 @@
-//! Build-mode verbs: `genkey`, `build sysext|initrd|extension-cpio|--directory`, `sign`.
+//! Build-mode verbs: `genkey`, `build sysext|initrd|uki|extension-cpio|--directory`, `sign`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use crate::build::modules::{self, Modules};
 use crate::build::repart::{self, Flags};
 use crate::build::sign::Signer;
 use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
-use crate::build::{output, project};
+use crate::build::{output, project, uki};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::uuid::Uuid;
 use crate::image::certs;
@@ -26,6 +26,7 @@ pub fn build(p: &mut Parser) -> Result<(), CliError> {
             "sysext" => SysextArgs::parse(p)?.run(),
             "initrd" => build_initrd(p),
             "extension-cpio" => build_extension_cpio(p),
+            "uki" => build_uki(p),
             other => Err(usage(format!("unknown build target {other:?}"))),
         },
         Some(Long("directory") | Short('C')) => {
@@ -34,7 +35,7 @@ pub fn build(p: &mut Parser) -> Result<(), CliError> {
         }
         Some(other) => Err(other.unexpected().into()),
         None => Err(usage(
-            "build what? sysext, initrd, extension-cpio or --directory DIR",
+            "build what? sysext, initrd, uki, extension-cpio or --directory DIR",
         )),
     }
 }
@@ -267,49 +268,92 @@ fn expand_output(output: &Path, arch: Arch, version: Option<&str>) -> Result<Pat
     Ok(PathBuf::from(expanded))
 }
 
-/// `build initrd`: the options fill the initrd's specification directly.
-fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
-    let mut s = initrd::Spec {
-        init: std::env::current_exe().map_err(failed)?,
-        compression: Compression::Zstd(3),
-        source_date_epoch: source_date_epoch()?,
-        ..initrd::Spec::default()
-    };
-    let (mut output, mut compress, mut level) = (None, "zstd".to_owned(), 3);
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("tree") => s.tree = Some(path(p)?),
-            Long("extra-tree") => s.extra_trees.push(tree::extra_tree(&string(p)?)),
-            Long("kver") => s.kver = Some(string(p)?),
-            Long("modules-dir") => s.modules_dir = Some(path(p)?),
-            Long("module") => s.modules.push(string(p)?),
-            Long("drivers") => {
+/// `build initrd`'s options (`--output` and `--force` aside), shared with `build uki`.
+struct InitrdArgs {
+    spec: initrd::Spec,
+    compress: String,
+    level: i32,
+    /// Whether any was given.
+    given: bool,
+}
+
+impl InitrdArgs {
+    fn new() -> Result<InitrdArgs, CliError> {
+        let spec = initrd::Spec {
+            init: std::env::current_exe().map_err(failed)?,
+            source_date_epoch: source_date_epoch()?,
+            ..initrd::Spec::default()
+        };
+        let (compress, level, given) = ("zstd".to_owned(), 3, false);
+        Ok(InitrdArgs {
+            spec,
+            compress,
+            level,
+            given,
+        })
+    }
+
+    /// Takes `--name`'s value if it is one of these options; false if it is not.
+    fn take(&mut self, name: &str, p: &mut Parser) -> Result<bool, CliError> {
+        let s = &mut self.spec;
+        match name {
+            "tree" => s.tree = Some(path(p)?),
+            "extra-tree" => s.extra_trees.push(tree::extra_tree(&string(p)?)),
+            "kver" => s.kver = Some(string(p)?),
+            "modules-dir" => s.modules_dir = Some(path(p)?),
+            "module" => s.modules.push(string(p)?),
+            "drivers" => {
                 let sets = [("generic", Drivers::Generic), ("host", Drivers::Host)];
                 s.drivers = Some(choose(&string(p)?, "--drivers", &sets)?);
             }
-            Long("omit-driver") => s.omit.push(string(p)?),
-            Long("cert") => s.certs.push(path(p)?),
-            Long("secondary-cert") => s.secondary_certs.push(path(p)?),
-            Long("extension") => s.extensions.push(path(p)?),
-            Long("init") => s.init = path(p)?,
-            Long("compress") => compress = string(p)?,
-            Long("level") => {
-                level = p.value()?.parse()?;
-                if !(1..=22).contains(&level) {
+            "omit-driver" => s.omit.push(string(p)?),
+            "cert" => s.certs.push(path(p)?),
+            "secondary-cert" => s.secondary_certs.push(path(p)?),
+            "extension" => s.extensions.push(path(p)?),
+            "init" => s.init = path(p)?,
+            "compress" => self.compress = string(p)?,
+            "level" => {
+                self.level = p.value()?.parse()?;
+                if !(1..=22).contains(&self.level) {
+                    let level = self.level;
                     return Err(usage(format!("--level {level}: zstd levels are 1 to 22")));
                 }
             }
-            Long("force") => s.force = true,
+            _ => return Ok(false),
+        }
+        self.given = true;
+        Ok(true)
+    }
+
+    fn finish(mut self) -> Result<initrd::Spec, CliError> {
+        self.spec.compression = match self.compress.as_str() {
+            "zstd" => Compression::Zstd(self.level),
+            "none" => Compression::None,
+            other => return Err(usage(format!("--compress {other:?}: zstd or none"))),
+        };
+        Ok(self.spec)
+    }
+}
+
+/// `build initrd`: the options fill the initrd's specification directly.
+fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
+    let (mut a, mut output, mut force) = (InitrdArgs::new()?, None, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("force") => force = true,
             Long("output") | Short('o') => output = Some(path(p)?),
+            Long(name) => {
+                let name = name.to_owned();
+                if !a.take(&name, p)? {
+                    return Err(Long(&name).unexpected().into());
+                }
+            }
             other => return Err(other.unexpected().into()),
         }
     }
+    let mut s = a.finish()?;
     s.output = required(output, "--output")?;
-    s.compression = match compress.as_str() {
-        "zstd" => Compression::Zstd(level),
-        "none" => Compression::None,
-        other => return Err(usage(format!("--compress {other:?}: zstd or none"))),
-    };
+    s.force = force;
     let r = initrd::build(&s).map_err(failed)?;
     println!("{}", s.output.display());
     log::info!(
@@ -320,6 +364,65 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
         r.module_bytes,
         s.drivers
             .map_or(String::new(), |d| format!(" ({})", d.name()))
+    );
+    Ok(())
+}
+
+/// `build uki [--stub S] --kernel K (--initrd I | build initrd's options) --cmdline TEXT
+/// --os-release F [--uname V] [--force] --output X.efi`.
+fn build_uki(p: &mut Parser) -> Result<(), CliError> {
+    let mut a = InitrdArgs::new()?;
+    let (mut stub, mut kernel, mut initrd_file) = (PathBuf::from(uki::DEFAULT_STUB), None, None);
+    let (mut cmdline, mut os_release, mut uname) = (None, None, None);
+    let (mut output, mut force) = (None, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("stub") => stub = path(p)?,
+            Long("kernel") => kernel = Some(path(p)?),
+            Long("initrd") => initrd_file = Some(path(p)?),
+            Long("cmdline") => cmdline = Some(string(p)?),
+            Long("os-release") => os_release = Some(path(p)?),
+            Long("uname") => uname = Some(string(p)?),
+            Long("force") => force = true,
+            Long("output") | Short('o') => output = Some(path(p)?),
+            Long(name) => {
+                let name = name.to_owned();
+                if !a.take(&name, p)? {
+                    return Err(Long(&name).unexpected().into());
+                }
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let output = required(output, "--output")?;
+    let initrd = match (initrd_file, a.given) {
+        (Some(_), true) => return Err(usage("--initrd excludes the options that build one")),
+        (Some(f), false) => uki::Initrd::File(f),
+        (None, _) => {
+            let mut s = a.finish()?;
+            s.output = output.clone();
+            uki::Initrd::Build(Box::new(s))
+        }
+    };
+    let spec = uki::Spec {
+        stub,
+        kernel: required(kernel, "--kernel")?,
+        initrd,
+        cmdline: required(cmdline, "--cmdline")?,
+        os_release: required(os_release, "--os-release")?,
+        uname,
+        output,
+        force,
+    };
+    let start = std::time::Instant::now();
+    let r = uki::build(&spec).map_err(failed)?;
+    println!("{}", spec.output.display());
+    log::info!(
+        "uname {}, initrd {} bytes, image {} bytes, {:.2}s",
+        r.uname,
+        r.initrd_bytes,
+        r.bytes,
+        start.elapsed().as_secs_f64()
     );
     Ok(())
 }

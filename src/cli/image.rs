@@ -1,4 +1,4 @@
-//! Image verbs: `inspect` (an image or an initrd, as text or JSON) and `verify`.
+//! Image verbs: `inspect` (an image, an initrd or a UKI, as text or JSON) and `verify`.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{failed, path, required, CliError};
 use crate::image::{certs, inspect, verify};
 
-/// `inspect IMAGE|INITRD [--json] [--cert C]...`.
+/// `inspect IMAGE|INITRD|UKI [--json] [--cert C]...`.
 pub fn inspect(p: &mut Parser) -> Result<(), CliError> {
     let (mut image, mut json, mut cert_files) = (None, false, Vec::new());
     while let Some(arg) = p.next()? {
@@ -24,6 +24,8 @@ pub fn inspect(p: &mut Parser) -> Result<(), CliError> {
     let image = required(image, "IMAGE")?;
     let (v, text): (Value, fn(&Value) -> String) = if inspect::is_cpio(&image).map_err(failed)? {
         (inspect::cpio_entries(&image).map_err(failed)?, render_cpio)
+    } else if inspect::is_pe(&image).map_err(failed)? {
+        (inspect::pe_sections(&image).map_err(failed)?, render_pe)
     } else {
         let certs = certs(&cert_files, &[])?;
         (
@@ -164,6 +166,34 @@ fn render_release(r: &Value) -> String {
 }
 
 /// `ls -l`-like lines for the entries.
+/// A UKI's sections, one line each, then the text sections indented.
+fn render_pe(v: &Value) -> String {
+    let mut out = format!(
+        "{}: {}\n",
+        v["path"].as_str().unwrap_or(""),
+        v["kind"].as_str().unwrap_or("")
+    );
+    let sections = v["sections"].as_array().into_iter().flatten();
+    for s in sections.clone() {
+        out += &format!(
+            "  {:<9} vaddr {:#010x} size {:>10} sha256 {}\n",
+            s["name"].as_str().unwrap_or(""),
+            s["virtual_address"].as_u64().unwrap_or(0),
+            s["size"],
+            s["sha256"].as_str().unwrap_or("")
+        );
+    }
+    for s in sections {
+        if let Some(text) = s["text"].as_str() {
+            out += &format!("{}:\n", s["name"].as_str().unwrap_or(""));
+            for line in text.lines() {
+                out += &format!("    {line}\n");
+            }
+        }
+    }
+    out
+}
+
 fn render_cpio(entries: &Value) -> String {
     let mut out = String::new();
     for e in entries.as_array().into_iter().flatten() {

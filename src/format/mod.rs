@@ -9,6 +9,7 @@ pub mod gpt;
 pub mod hex;
 pub mod kmod;
 pub mod lookup;
+pub mod pe;
 pub mod release;
 pub mod signature;
 pub mod squashfs;

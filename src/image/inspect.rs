@@ -1,6 +1,6 @@
 //! `inspect`: what an extension image holds — partitions, filesystem, verity parameters,
-//! root hash, signature and extension-release file (read without mounting) — or what an
-//! initrd's cpio members hold, as JSON (the CLI renders the text form).
+//! root hash, signature and extension-release file (read without mounting) — what an
+//! initrd's cpio members hold, or a UKI's sections, as JSON (the CLI renders the text form).
 
 use std::fs::File;
 use std::path::Path;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::format::gpt::{self, Designator};
 use crate::format::lookup::Filesystem;
 use crate::format::release::{self, Release};
-use crate::format::{erofs, kmod, signature, squashfs};
+use crate::format::{erofs, hex, kmod, pe, signature, squashfs};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs;
 
@@ -217,6 +217,46 @@ pub fn is_cpio(path: &Path) -> std::io::Result<bool> {
     Ok(head.starts_with(b"07070")
         || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || head.starts_with(&[0x1f, 0x8b]))
+}
+
+/// True if the file starts like a PE/COFF image (a UKI, a stub, an EFI-stub kernel).
+pub fn is_pe(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    let n = std::fs::File::open(path)?.read(&mut head)?;
+    Ok(n == 2 && &head == b"MZ")
+}
+
+/// Sections whose text `inspect` shows.
+const TEXT_SECTIONS: [&str; 4] = [".osrel", ".cmdline", ".uname", ".sbat"];
+
+/// A PE image's sections: name, virtual address and size, SHA-256 of the data (VirtualSize
+/// bytes, as systemd-stub measures them), and the text of `.osrel`, `.cmdline`, `.uname`.
+pub fn pe_sections(path: &Path) -> Result<Value, String> {
+    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let pe = pe::Pe::parse(&b).map_err(|e| format!("{}: {e}", path.display()))?;
+    let sections: Vec<Value> = pe
+        .sections
+        .iter()
+        .map(|s| {
+            let data = pe.data(&b, s);
+            let text = TEXT_SECTIONS.contains(&s.name.as_str());
+            json!({
+                "name": s.name, "virtual_address": s.virtual_address, "size": s.virtual_size,
+                "offset": s.raw_offset, "sha256": hex::encode(&openssl::sha::sha256(data)),
+                "text": text.then(|| String::from_utf8_lossy(data).trim_end_matches('\0').to_owned()),
+            })
+        })
+        .collect();
+    let uki = [".linux", ".osrel"].iter().all(|n| pe.find(n).is_some());
+    Ok(json!({
+        "path": path.display().to_string(),
+        "kind": if uki { "uki" } else { "pe" },
+        "size_of_image": pe.size_of_image,
+        "section_alignment": pe.section_alignment,
+        "file_alignment": pe.file_alignment,
+        "sections": sections,
+    }))
 }
 
 /// Most entries `inspect` lists (each costs its JSON object; real initrds hold thousands).
