@@ -3,7 +3,7 @@
 //! boots `qemu-system-x86_64 -accel tcg` with a hard timeout and returns the serial console.
 
 use std::fs;
-use std::io::Read;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -198,6 +198,8 @@ pub fn root_disk(dir: &Path, tree: &Path) -> (PathBuf, String, String) {
 /// A finished boot: the console text and how long it took.
 pub struct Boot {
     pub console: String,
+    /// When each console line arrived, from QEMU's start.
+    pub arrivals: Vec<(Duration, String)>,
     pub wall: Duration,
     pub timed_out: bool,
 }
@@ -220,6 +222,12 @@ impl Boot {
             self.console
         );
         self
+    }
+
+    /// When the first console line containing `needle` arrived (wall clock, from QEMU's start).
+    pub fn wall_of(&self, needle: &str) -> Option<Duration> {
+        let found = self.arrivals.iter().find(|(_, l)| l.contains(needle));
+        found.map(|(t, _)| *t)
     }
 
     /// The kernel timestamp (seconds) of the first console line containing `needle`.
@@ -255,58 +263,158 @@ impl Qemu<'_> {
 
     /// Boots under TCG with the serial console on stdout; kills QEMU after the timeout.
     pub fn boot(&self) -> Boot {
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-monitor",
-            "none",
-        ])
-        .args(["-kernel", s(self.kernel), "-initrd", s(self.initrd)])
-        .args([
-            "-append",
-            &format!("console=ttyS0 panic=-1 printk.devkmsg=on {}", self.append),
-        ]);
-        for d in &self.disks {
-            cmd.args([
-                "-drive",
-                &format!("file={},format=raw,if=virtio", d.display()),
+        let mut cmd = qemu_command();
+        cmd.args(["-kernel", s(self.kernel), "-initrd", s(self.initrd)])
+            .args([
+                "-append",
+                &format!("console=ttyS0 panic=-1 printk.devkmsg=on {}", self.append),
             ]);
-        }
+        virtio_disks(&mut cmd, &self.disks);
         cmd.args(&self.extra);
-        let start = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf);
-            buf
-        });
-        let timed_out = loop {
-            if child.try_wait().unwrap().is_some() {
-                break false;
+        run_qemu(cmd, self.timeout)
+    }
+}
+
+/// The kernel command line the `-kernel` boots get, for a UKI's `.cmdline`.
+pub const CONSOLE_CMDLINE: &str = "console=ttyS0 panic=-1 printk.devkmsg=on";
+
+/// What to boot through UEFI: OVMF (code read-only, a private copy of the variables) boots the
+/// ESP's default path `\EFI\BOOT\BOOTX64.EFI`, here `uki`, with `esp` files (path on the
+/// ESP, host file) beside it, as systemd-stub finds `BOOTX64.EFI.extra.d/*.raw`. The ESP is a
+/// vfat image made with mkfs.vfat and mtools in `dir`, the first virtio disk; no NIC (OVMF
+/// would try PXE first).
+pub struct Uefi<'a> {
+    pub dir: &'a Path,
+    pub uki: &'a Path,
+    pub esp: Vec<(String, PathBuf)>,
+    pub disks: Vec<PathBuf>,
+    pub extra: Vec<String>,
+    pub timeout: Duration,
+}
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+impl Uefi<'_> {
+    pub fn boot(&self) -> Boot {
+        let vars = self.dir.join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).expect("ovmf is installed by .ci/install-deps");
+        let mut cmd = qemu_command();
+        cmd.args(["-nic", "none"])
+            .args([
+                "-drive",
+                &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            ])
+            .args([
+                "-drive",
+                &format!("if=pflash,format=raw,file={}", vars.display()),
+            ]);
+        let mut disks = vec![self.esp_image()];
+        disks.extend(self.disks.iter().cloned());
+        virtio_disks(&mut cmd, &disks);
+        cmd.args(&self.extra);
+        run_qemu(cmd, self.timeout)
+    }
+
+    /// A vfat image holding the UKI as `EFI/BOOT/BOOTX64.EFI` and the `esp` files.
+    fn esp_image(&self) -> PathBuf {
+        let img = self.dir.join("esp.img");
+        let _ = fs::remove_file(&img);
+        let mut files = vec![("EFI/BOOT/BOOTX64.EFI".to_owned(), self.uki.to_owned())];
+        files.extend(self.esp.iter().cloned());
+        let bytes: u64 = files
+            .iter()
+            .map(|(_, f)| fs::metadata(f).unwrap().len())
+            .sum();
+        let kib = (bytes / 1024 + 16 * 1024).max(64 * 1024);
+        run(Command::new("mkfs.vfat").args(["-C", s(&img), &kib.to_string()]));
+        let mut dirs: Vec<String> = Vec::new();
+        for (at, _) in &files {
+            let mut parent = Path::new(at).parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                dirs.push(p.display().to_string());
+                parent = p.parent();
             }
-            if start.elapsed() > self.timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                break true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let console = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
-        Boot {
-            console,
-            wall: start.elapsed(),
-            timed_out,
         }
+        dirs.sort();
+        dirs.dedup();
+        let mtools = |tool: &str, args: &[&str]| {
+            run(Command::new(tool)
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .args(["-i", s(&img)])
+                .args(args));
+        };
+        for d in &dirs {
+            mtools("mmd", &[&format!("::{d}")]);
+        }
+        for (at, file) in &files {
+            mtools("mcopy", &[s(file), &format!("::{at}")]);
+        }
+        img
+    }
+}
+
+/// QEMU under TCG with 512 MiB, the serial console on stdout, ending on reboot.
+fn qemu_command() -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
+        "none",
+    ]);
+    cmd
+}
+
+fn virtio_disks(cmd: &mut Command, disks: &[PathBuf]) {
+    for d in disks {
+        cmd.args([
+            "-drive",
+            &format!("file={},format=raw,if=virtio", d.display()),
+        ]);
+    }
+}
+
+/// Runs QEMU, noting when each console line arrives; kills it after `timeout`.
+fn run_qemu(mut cmd: Command, timeout: Duration) -> Boot {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut arrivals = Vec::new();
+        for line in std::io::BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).replace('\r', "");
+            arrivals.push((start.elapsed(), text));
+        }
+        arrivals
+    });
+    let timed_out = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let arrivals = reader.join().unwrap();
+    let console = arrivals.iter().map(|(_, l)| format!("{l}\n")).collect();
+    Boot {
+        console,
+        arrivals,
+        wall: start.elapsed(),
+        timed_out,
     }
 }

@@ -1,0 +1,162 @@
+//! The UEFI path (issue 16) on Debian's kernel: OVMF boots a UKI made by `build uki` (Debian's
+//! systemd-stub, a `--drivers generic` initrd trusting our test certificate), systemd-stub
+//! hands the ESP's `BOOTX64.EFI.extra.d/*.raw` to the initrd as `/.extra/sysext/`, boot mode
+//! verifies them (the kernel refuses our signer: the userspace fallback, allowed by the UKI's
+//! command line), merges the good one, and switches to the root. Each boot batches its checks
+//! and prints its timeline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qemu_tests::*;
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+const EXTRA_D: &str = "EFI/BOOT/BOOTX64.EFI.extra.d";
+
+/// An extension whose busybox runs from the merged /usr through a pre-mount hook; signed by
+/// test key `signer` unless None.
+fn hello(dir: &Path, name: &str, signer: Option<&str>) -> PathBuf {
+    let tree = dir.join(format!("{name}-tree"));
+    let hook = format!(
+        "#!/usr/bin/busybox sh\necho \"HELLO-FROM-{name}: $(/usr/bin/busybox | /usr/bin/busybox head -n1)\"\n"
+    );
+    let hook_path = format!("usr/lib/initrd-sysext/pre-mount.d/50-{name}");
+    let files: [(&str, &[u8], u32); 2] = [
+        ("usr/bin/busybox", &busybox(), 0o755),
+        (&hook_path, hook.as_bytes(), 0o755),
+    ];
+    write_tree(&tree, &files);
+    let out = dir.join(format!("{name}.raw"));
+    let mut args = vec!["build", "sysext", "--tree", s(&tree), "--name", name];
+    args.extend(["--id", "_any", "--output", s(&out)]);
+    let keys = signer.map(|k| (key(&format!("{k}.key")), key(&format!("{k}.crt"))));
+    if let Some((k, c)) = &keys {
+        args.extend(["--key", s(k), "--cert", s(c)]);
+    }
+    ours(&args);
+    out
+}
+
+/// The UKI: Debian's kernel and stub, a generic initrd trusting `trusted.crt`, root= and the
+/// userspace fallback on its command line. Prints how long `build uki` took and its size.
+fn uki(dir: &Path, root_part_uuid: &str) -> PathBuf {
+    let (vmlinuz, modules) = debian_kernel();
+    let (osrel, out) = (dir.join("os-release"), dir.join("uki.efi"));
+    std::fs::write(
+        &osrel,
+        "ID=debian\nVERSION_ID=12\nPRETTY_NAME=\"initrd-sysext UKI\"\n",
+    )
+    .unwrap();
+    let cmdline =
+        format!("{CONSOLE_CMDLINE} root=PARTUUID={root_part_uuid} rd.sysext.userspace_verity=1");
+    let cert = key("trusted.crt");
+    let start = std::time::Instant::now();
+    ours(&[
+        "build",
+        "uki",
+        "--kernel",
+        s(&vmlinuz),
+        "--init",
+        s(binary()),
+        "--modules-dir",
+        s(&modules),
+        "--drivers",
+        "generic",
+        "--cert",
+        s(&cert),
+        "--cmdline",
+        &cmdline,
+        "--os-release",
+        s(&osrel),
+        "--output",
+        s(&out),
+    ]);
+    let size = std::fs::metadata(&out).unwrap().len();
+    eprintln!(
+        "build uki: {:.2} s, {size} bytes",
+        start.elapsed().as_secs_f64()
+    );
+    out
+}
+
+/// Boots the UKI with `extensions` in the ESP's drop-in directory and a busybox root.
+fn boot(dir: &Path, extensions: &[&Path]) -> Boot {
+    let (disk, part_uuid, _) = root_disk(dir, &root_tree(dir, ""));
+    let uki = uki(dir, &part_uuid);
+    let esp = extensions.iter().map(|e| {
+        let name = e.file_name().unwrap().to_string_lossy();
+        (format!("{EXTRA_D}/{name}"), e.to_path_buf())
+    });
+    let boot = Uefi {
+        dir,
+        uki: &uki,
+        esp: esp.collect(),
+        disks: vec![disk],
+        extra: Vec::new(),
+        timeout: TIMEOUT,
+    }
+    .boot();
+    assert!(!boot.timed_out, "OVMF boot did not end:\n{}", boot.console);
+    boot
+}
+
+/// Firmware → kernel → /init → switch root → root's init: wall clock and guest stamps.
+fn timeline(what: &str, boot: &Boot) {
+    for line in boot
+        .console
+        .lines()
+        .filter(|l| l.contains("initrd-sysext:"))
+    {
+        eprintln!("{what}: {line}");
+    }
+    let wall = |n: &str| boot.wall_of(n).map(|d| format!("{:.1}s", d.as_secs_f64()));
+    eprintln!(
+        "{what}: firmware hands over (BdsDxe: starting) at wall {:?}; kernel console at wall \
+         {:?}; /init at guest {:?} s (wall {:?}); switch root at guest {:?} s; root's init at \
+         wall {:?}; end at wall {:.1}s",
+        wall("BdsDxe: starting"),
+        wall("Linux version"),
+        boot.time_of("starting as PID 1"),
+        wall("starting as PID 1"),
+        boot.time_of("switch root"),
+        wall("ROOT-INIT: start"),
+        boot.wall.as_secs_f64()
+    );
+}
+
+#[test]
+fn scenario1_stub_passes_a_signed_extension_from_the_esp() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = hello(d, "hello", Some("trusted"));
+    let boot = boot(d, &[&good]);
+    timeline("uefi scenario 1", &boot);
+    boot.expect("the kernel refused the signature")
+        .expect("checking in userspace")
+        .expect("hello: erofs root image, Signed, signed by CN=initrd-sysext TEST trusted signer")
+        .expect("userspace)")
+        .expect("merged 1 extension(s) into /usr: hello")
+        .expect("HELLO-FROM-hello: BusyBox v1.35.0")
+        .expect("switching root to /sysroot")
+        .expect("ROOT-INIT: done");
+}
+
+#[test]
+fn scenario2_unsigned_and_untrusted_beside_it_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = hello(d, "hello", Some("trusted"));
+    let unsigned = hello(d, "unsigned", None);
+    let stranger = hello(d, "stranger", Some("untrusted"));
+    let boot = boot(d, &[&good, &unsigned, &stranger]);
+    timeline("uefi scenario 2", &boot);
+    boot.expect("skipping extension unsigned (/.extra/sysext/unsigned.raw)")
+        .expect("policy requires root=signed")
+        .expect("skipping extension stranger (/.extra/sysext/stranger.raw)")
+        .expect("signature refused in userspace")
+        .expect_not("HELLO-FROM-unsigned")
+        .expect_not("HELLO-FROM-stranger")
+        .expect("merged 1 extension(s) into /usr: hello")
+        .expect("HELLO-FROM-hello: BusyBox v1.35.0")
+        .expect("ROOT-INIT: done");
+}
