@@ -237,7 +237,7 @@ pub fn append_sections(stub: &[u8], new: &[(&str, &[u8])]) -> Result<Vec<u8>, Pe
         last.virtual_address as u64 + last.virtual_size as u64,
         pe.section_alignment,
     );
-    put32(&mut out, opt + 8, initialized as u32); // wraps as ukify's pefile does
+    put32(&mut out, opt + 8, initialized.min(u32::MAX as u64) as u32); // informational
     put32(&mut out, opt + 56, u32_of(image, "SizeOfImage")?);
     put32(&mut out, opt + 64, 0); // CheckSum
     let count = pe.sections.len() as u16;
@@ -332,4 +332,39 @@ pub fn linux_version(b: &[u8]) -> Result<String, PeError> {
         ));
     }
     Ok(String::from_utf8_lossy(word).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_release_from_the_setup_header() {
+        let mut b = vec![0u8; 0x400];
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        b[0x300..0x31f].copy_from_slice(b"6.1.0-57-amd64 (debian@x) #1 SM");
+        assert_eq!(linux_version(&b).unwrap(), "6.1.0-57-amd64");
+        b[0x300] = b'(';
+        assert!(linux_version(&b).unwrap_err().0.contains("offset 0x300"));
+        b[0x20e] = 0;
+        b[0x20f] = 0;
+        assert!(linux_version(&b)
+            .unwrap_err()
+            .0
+            .contains("no version string"));
+    }
+
+    #[test]
+    fn truncated_and_foreign_images_are_named() {
+        assert!(Pe::parse(b"ELF").unwrap_err().0.contains("no MZ header"));
+        let mut b = vec![0u8; 0x80];
+        b[..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x70u32.to_le_bytes());
+        let e = Pe::parse(&b).unwrap_err().0;
+        assert!(
+            e.contains("PE signature (e_lfanew) at offset 0x70: beyond the file"),
+            "{e}"
+        );
+    }
 }
