@@ -519,11 +519,24 @@ fn drivers_generic_ships_storage_and_filesystems_with_their_closure() {
         "modules.dep lists exactly the shipped modules"
     );
     let x = dir.path().join("x").join(format!("usr/lib/modules/{kver}"));
-    for index in [
-        "modules.alias",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ] {
+    // modules.alias: the kernel's lines of the shipped modules; the others apart.
+    let lines = |p: &Path| -> BTreeSet<String> {
+        let text = fs::read_to_string(p).unwrap();
+        text.lines().map(str::to_owned).collect()
+    };
+    let ours = lines(&x.join("modules.alias"));
+    let others = lines(&x.join("initrd-sysext.unshipped.alias"));
+    let all = ours.union(&others).cloned();
+    assert_eq!(
+        all.collect::<BTreeSet<_>>(),
+        lines(&mdir.join("modules.alias"))
+    );
+    assert!(
+        ours.iter().any(|l| l.ends_with(" nvme")) && ours.len() < 5000,
+        "{}",
+        ours.len()
+    );
+    for index in ["modules.builtin", "modules.builtin.modinfo"] {
         assert_eq!(
             fs::read(x.join(index)).unwrap(),
             fs::read(mdir.join(index)).unwrap()

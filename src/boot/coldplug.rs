@@ -10,7 +10,7 @@ use log::{debug, info, warn};
 
 use crate::boot::modload::Loader;
 use crate::boot::uevent::{Monitor, Uevent};
-use crate::format::kmod::Provider;
+use crate::format::kmod::{self, AliasIndex, Provider};
 
 /// The module loader and the uevent socket.
 pub struct Devices {
@@ -18,8 +18,10 @@ pub struct Devices {
     monitor: Option<Monitor>,
     /// Modaliases already matched.
     seen: BTreeSet<String>,
-    /// modalias -> (device, modules the kernel has for it but this initrd lacks).
-    missing: BTreeMap<String, (String, Vec<String>)>,
+    /// modalias -> device, for devices no shipped or built-in driver matches (yet).
+    missing: BTreeMap<String, String>,
+    /// The kernel's aliases of the modules this initrd lacks, read when first needed.
+    unshipped: Option<AliasIndex>,
     /// Whether a missing module is reported at once (after the initrd merge) or kept for
     /// [`Devices::report_missing`] (an extension may still bring it).
     warn_now: bool,
@@ -36,6 +38,7 @@ impl Devices {
             monitor,
             seen: BTreeSet::new(),
             missing: BTreeMap::new(),
+            unshipped: None,
             warn_now: false,
         }
     }
@@ -74,17 +77,12 @@ impl Devices {
             if !self.seen.insert(alias.clone()) {
                 continue;
             }
-            let (mut loadable, mut lacking) = (Vec::new(), Vec::new());
-            for d in loader.db.modalias(&alias) {
-                match d.provider {
-                    Provider::Loadable => loadable.push(d.module),
-                    Provider::NotShipped => lacking.push(d.module),
-                    Provider::Builtin | Provider::Blacklisted => {}
-                }
-            }
+            let drivers = loader.db.modalias(&alias);
+            let loadable = drivers.iter().filter(|d| d.provider == Provider::Loadable);
+            let loadable: Vec<String> = loadable.map(|d| d.module.clone()).collect();
             debug!("{device}: {alias}: [{}]", loadable.join(" "));
-            if loadable.is_empty() && !lacking.is_empty() {
-                self.missing.insert(alias, (device, lacking));
+            if drivers.iter().all(|d| d.provider == Provider::NotShipped) {
+                self.missing.insert(alias, device);
             }
             names.extend(loadable);
         }
@@ -130,27 +128,37 @@ impl Devices {
     /// line and listed under rd.sysext.debug.
     pub fn report_missing(&mut self) {
         let mut others = 0;
-        for (alias, (device, modules)) in std::mem::take(&mut self.missing) {
-            let loaded =
-                (self.loader.db.modalias(&alias).iter()).any(|d| d.provider == Provider::Loadable);
-            if loaded {
+        for (alias, device) in std::mem::take(&mut self.missing) {
+            let drivers = self.loader.db.modalias(&alias);
+            if drivers.iter().any(|d| d.provider != Provider::NotShipped) {
                 continue;
             }
-            let text = format!(
-                "device {device} (modalias {alias}) needs module {}, which is not in this initrd",
-                modules.join(" or ")
-            );
-            if leads_to_storage(&alias) {
-                warn!("{text}");
-            } else {
-                debug!("{text}");
+            if !leads_to_storage(&alias) {
+                debug!("device {device} (modalias {alias}): no driver in this initrd");
                 others += 1;
+                continue;
+            }
+            let modules = self.unshipped().lookup(&alias).join(" or ");
+            if modules.is_empty() {
+                debug!("device {device} (modalias {alias}): no driver in this kernel");
+            } else {
+                warn!(
+                    "device {device} (modalias {alias}) needs module {modules}, which is not in this initrd"
+                );
             }
         }
         if others > 0 {
             info!("{others} devices that are not storage have no driver in this initrd");
         }
         self.warn_now = true;
+    }
+
+    fn unshipped(&mut self) -> &AliasIndex {
+        let path = self.loader.db.dir.join(kmod::UNSHIPPED_ALIAS);
+        self.unshipped.get_or_insert_with(|| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            kmod::alias_index(&text)
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! modules with their dependency closure, trusted certificates, embedded extensions) as a
 //! deterministic newc cpio, zstd-compressed on all cores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -315,8 +315,8 @@ impl Adder {
     }
 
     /// The default modules (where they are modules), `--module` names and `--drivers`, with
-    /// their closure; `modules.dep`/`.softdep` for exactly what is shipped, the kernel's own
-    /// `modules.alias` (whole: boot mode tells a device whose module this initrd lacks),
+    /// their closure; `modules.dep`/`.softdep`/`.alias` for exactly what is shipped, the
+    /// kernel's other aliases apart (boot mode names the module a storage device lacks),
     /// `modules.builtin` and `modules.builtin.modinfo`; `/etc/initrd-sysext/modules` names what
     /// boot mode loads besides the defaults (`--module` names and host drivers; generic ones are
     /// left to coldplug). Returns the shipped modules and their bytes.
@@ -388,8 +388,9 @@ impl Adder {
         Ok(bytes)
     }
 
-    /// `modules.dep`/`.softdep` of the shipped `order`, the kernel's `modules.alias`,
-    /// `modules.builtin` and `modules.builtin.modinfo` as they are (those present).
+    /// `modules.dep`/`.softdep`/`.alias` of the shipped `order`, the kernel's other alias
+    /// lines in [`kmod::UNSHIPPED_ALIAS`], `modules.builtin` and `modules.builtin.modinfo` as
+    /// they are (those present).
     fn module_index(
         &self,
         tree: &mut Tree,
@@ -401,11 +402,27 @@ impl Adder {
         self.text(tree, &format!("{root}/modules.dep"), db.render_dep(order))?;
         let softdep = db.render_softdep(order);
         self.text(tree, &format!("{root}/modules.softdep"), softdep)?;
-        for name in [
-            "modules.alias",
-            "modules.builtin",
-            "modules.builtin.modinfo",
-        ] {
+        let alias = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
+        let shipped: BTreeSet<&str> = order.iter().map(String::as_str).collect();
+        let (mut ours, mut others) = (String::new(), String::new());
+        for line in alias.lines() {
+            let module = line.split_whitespace().nth(2).map(kmod::normalize);
+            let to = match module {
+                Some(m) if shipped.contains(m.as_str()) => &mut ours,
+                _ => &mut others,
+            };
+            to.push_str(line);
+            to.push('\n');
+        }
+        info!(
+            "modules.alias: {} bytes; {}: {} bytes",
+            ours.len(),
+            kmod::UNSHIPPED_ALIAS,
+            others.len()
+        );
+        self.text(tree, &format!("{root}/modules.alias"), ours)?;
+        self.text(tree, &format!("{root}/{}", kmod::UNSHIPPED_ALIAS), others)?;
+        for name in ["modules.builtin", "modules.builtin.modinfo"] {
             let src = dir.join(name);
             let Ok(md) = std::fs::metadata(&src) else {
                 continue;

@@ -10,6 +10,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The kernel's `modules.alias` lines for the modules an initrd does not ship, beside its
+/// `modules.alias` (which has the shipped ones): read only to name the module a storage
+/// device lacks, so that boot mode parses the big table only then.
+pub const UNSHIPPED_ALIAS: &str = "initrd-sysext.unshipped.alias";
+
+/// `alias PATTERN MODULE` lines; patterns kmod rejects (unmatched brackets) are skipped.
+pub fn alias_index(text: &str) -> AliasIndex {
+    let mut index = AliasIndex::default();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        if let (Some("alias"), Some(alias), Some(module)) = (w.next(), w.next(), w.next()) {
+            index.insert(alias, module);
+        }
+    }
+    index.sort();
+    index
+}
+
 /// The modules every initrd-sysext initrd needs (where they are modules, not built in).
 pub const DEFAULT_MODULES: [&str; 6] = [
     "loop",
@@ -197,15 +215,8 @@ impl ModuleDb {
         }
     }
 
-    /// `alias PATTERN MODULE` lines; patterns kmod rejects (unmatched brackets) are skipped.
     fn parse_alias(&mut self, text: &str) {
-        for line in text.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some("alias"), Some(alias), Some(module)) = (w.next(), w.next(), w.next()) {
-                self.aliases.insert(alias, module);
-            }
-        }
-        self.aliases.sort();
+        self.aliases = alias_index(text);
     }
 
     /// The `module.alias=VALUE` records of `modules.builtin.modinfo` (NUL-separated
