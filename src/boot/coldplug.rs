@@ -95,7 +95,16 @@ impl Devices {
         }
     }
 
-    fn handle_events(&mut self, events: Vec<Uevent>) -> bool {
+    /// Loads what the devices of `events` need; true when a block device appeared or
+    /// changed. Lost events (None) mean looking at sysfs again.
+    fn handle_events(&mut self, events: Option<Vec<Uevent>>) -> bool {
+        let Some(events) = events else {
+            warn!("uevents were lost: looking at every device again");
+            let mut found = Vec::new();
+            walk(Path::new("/sys/devices"), &mut found);
+            self.handle(found, "rescan");
+            return true;
+        };
         let mut block = false;
         let mut found = Vec::new();
         for ev in events {

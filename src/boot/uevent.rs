@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fd::OwnedFd;
+use rustix::io::Errno;
 use rustix::net::netlink::{self, SocketAddrNetlink};
+use rustix::net::sockopt::set_socket_recv_buffer_size_force;
 use rustix::net::{bind, recvfrom, socket_with, AddressFamily, RecvFlags, SocketFlags, SocketType};
 
 /// One kernel uevent: `ACTION`, `DEVPATH`, `SUBSYSTEM` and, when present, `MODALIAS`.
@@ -60,12 +62,14 @@ impl Monitor {
             Some(netlink::KOBJECT_UEVENT),
         )?;
         bind(&fd, &SocketAddrNetlink::new(0, 1))?;
+        // Room for the bursts a driver load causes while /init is busy merging (as udev).
+        let _ = set_socket_recv_buffer_size_force(&fd, 16 << 20);
         Ok(Monitor { fd })
     }
 
     /// Waits until a message arrives or `deadline` passes; returns every kernel uevent
-    /// queued by then (none on timeout).
-    pub fn wait(&self, deadline: Instant) -> Vec<Uevent> {
+    /// queued by then (none on timeout), None when some were lost (see [`Monitor::drain`]).
+    pub fn wait(&self, deadline: Instant) -> Option<Vec<Uevent>> {
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = Timespec::try_from(left).unwrap_or(Timespec {
             tv_sec: 0,
@@ -73,16 +77,26 @@ impl Monitor {
         });
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
         if poll(&mut fds, Some(&timeout)).unwrap_or(0) == 0 {
-            return Vec::new();
+            return Some(Vec::new());
         }
         self.drain()
     }
 
-    /// Every kernel uevent queued now, without blocking.
-    pub fn drain(&self) -> Vec<Uevent> {
+    /// Every kernel uevent queued now, without blocking; None when the socket overflowed
+    /// (ENOBUFS: events were lost, the caller looks at sysfs again).
+    pub fn drain(&self) -> Option<Vec<Uevent>> {
         let mut events = Vec::new();
         let mut buf = vec![0u8; 8192];
-        while let Ok((_, len, from)) = recvfrom(&self.fd, &mut buf[..], RecvFlags::empty()) {
+        let mut lost = false;
+        loop {
+            let (len, from) = match recvfrom(&self.fd, &mut buf[..], RecvFlags::empty()) {
+                Ok((_, len, from)) => (len, from),
+                Err(Errno::NOBUFS) => {
+                    lost = true;
+                    continue;
+                }
+                Err(_) => break,
+            };
             // Only the kernel (port 0) speaks on this group; anything else is ignored.
             let from_kernel = from
                 .and_then(|a| SocketAddrNetlink::try_from(a).ok())
@@ -91,7 +105,7 @@ impl Monitor {
                 events.push(ev);
             }
         }
-        events
+        (!lost).then_some(events)
     }
 }
 
