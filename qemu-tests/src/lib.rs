@@ -321,8 +321,9 @@ impl Boot {
         self
     }
 
-    /// Guest timestamps of /init's start, the merge (the first line containing `merged`) and
-    /// the switch root, and the wall time: one line for a test's output.
+    /// Guest timestamps of /init's start, the first merge of extensions (into the initrd's
+    /// /usr, or with `rd.sysext.sysroot=1` the root's) and the switch root, and the wall time:
+    /// one line for a test's output.
     pub fn timeline(&self) -> String {
         let t = |needle: &str| {
             self.time_of(needle)
@@ -331,7 +332,7 @@ impl Boot {
         format!(
             "kernel -> /init {} s, merged {} s, switch root {} s (guest); wall {:.1} s",
             t("starting as PID 1"),
-            t("merged "),
+            t("extension(s) into"),
             t("switch root"),
             self.wall.as_secs_f64()
         )

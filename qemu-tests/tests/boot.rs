@@ -13,14 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 #[test]
 fn scenario1_signed_erofs_extension_merges_in_the_initrd() {
     let boot = scenario1(X86);
-    let (t_init, t_switch) = (
-        boot.time_of("starting as PID 1"),
-        boot.time_of("switch root"),
-    );
-    eprintln!(
-        "scenario 1: /init at {t_init:?} s, switch root at {t_switch:?} s, wall {:?}",
-        boot.wall
-    );
+    eprintln!("scenario 1: {}", boot.timeline());
 }
 
 #[test]
@@ -48,6 +41,7 @@ fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
     boot.expect("skipping extension wronghash")
         .expect("skipping extension badtree")
         .expect("the signature is for root hash");
+    eprintln!("scenario 3: {}", boot.timeline());
 }
 
 /// Replaces the signature partition of `target` with `source`'s (signed, other root hash).
@@ -98,7 +92,7 @@ fn scenario4_required_extension_refused_stops_the_boot() {
 
 #[test]
 fn scenario5_system_extension_merged_into_sysroot() {
-    scenario5(X86);
+    eprintln!("scenario 5: {}", scenario5(X86).timeline());
 }
 
 #[test]
