@@ -5,24 +5,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use test_support::{repo, require_tool, run};
-
-/// The cross-built binary (built, or waited for while scripts/test builds it in the background).
-fn arm64_binary() -> PathBuf {
-    let mut build = Command::new(repo().join("scripts/build-static"));
-    let out = run(build.args(["--target", "aarch64-unknown-linux-gnu"]));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("build-static prints the binary's path"),
-    )
-}
+use test_support::{arm64_binary, require_tool, run};
 
 fn arm64(bin: &Path, args: &[&str]) -> String {
     let out = run(Command::new("qemu-aarch64").arg(bin).args(args));

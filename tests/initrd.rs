@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use test_support::{arm64_binary, require_tool};
 
 /// A base tree with merged /usr, an os-release, a hard link pair and a setuid file.
 fn base_tree(dir: &Path) -> PathBuf {
@@ -357,6 +358,52 @@ fn bad_inputs_fail_clearly_without_output() {
     );
     let dynamic = ["build", "initrd", "--init", BIN, "--output", s(&out)];
     assert_fails_cleanly(d, &dynamic, "dynamically linked");
+}
+
+#[test]
+fn arch_mismatches_are_refused_naming_the_file_and_both_architectures() {
+    if !require_tool("aarch64-linux-gnu-gcc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("out.cpio");
+    let (arm_init, x86_init) = (arm64_binary(), PathBuf::from("/usr/bin/busybox"));
+    let (mdir, _) = debian_modules();
+    fn initrd<'a>(init: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+        let base = ["build", "initrd", "--init", s(init), "--output", s(out)];
+        [&base[..], extra].concat()
+    }
+    // busybox-static: a static x86-64 executable.
+    let refused = initrd(&x86_init, &out, &["--arch", "arm64"]);
+    let e = "/usr/bin/busybox: built for x86-64, but the initrd is for arm64 (--arch arm64)";
+    assert_fails_cleanly(d, &refused, e);
+    let script = fake_init(d);
+    let e = "init-binary: not a 64-bit ELF file, but the initrd is for x86-64 (--arch x86-64)";
+    assert_fails_cleanly(d, &initrd(&script, &out, &["--arch", "x86-64"]), e);
+    // Debian's (x86-64) modules: against --arch, and against /init's own architecture.
+    let modules = ["--modules-dir", s(&mdir)];
+    let e = format!("{}/kernel/", mdir.display());
+    let explicit = initrd(
+        &arm_init,
+        &out,
+        &["--modules-dir", s(&mdir), "--arch", "arm64"],
+    );
+    let o = cli(&explicit).fails_with(1, &e);
+    assert!(
+        stderr(&o).contains(".ko: built for x86-64, but the initrd is for arm64 (--arch arm64)"),
+        "{}",
+        stderr(&o)
+    );
+    let implied = format!(
+        ".ko: built for x86-64, but the initrd is for arm64 (the architecture of /init, {})",
+        arm_init.display()
+    );
+    assert_fails_cleanly(d, &initrd(&arm_init, &out, &modules), &implied);
+    // What matches is accepted.
+    cli(initrd(&arm_init, &out, &["--arch", "arm64"])).succeeds();
+    let x86 = ["--modules-dir", s(&mdir), "--arch", "x86-64", "--force"];
+    cli(initrd(&x86_init, &out, &x86)).succeeds();
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! The QEMU boot-test rig: builds what a boot needs with our own build mode (static binary,
 //! test kernel, initrds, signed extensions, root disks holding busybox and a reporting init),
-//! boots `qemu-system-x86_64 -accel tcg` with a hard timeout and returns the serial console.
+//! boots `qemu-system-x86_64 -accel tcg` (or, for an arm64 kernel, `qemu-system-aarch64 -M virt`)
+//! with a hard timeout and returns the serial console.
 
 use std::fs;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use test_support::Cli;
 
 pub mod dracut;
+pub mod scenario;
 
 pub use test_support::{key, repo, run, s, write_tree};
 
@@ -24,6 +26,85 @@ fn last_line(cmd: &mut Command) -> String {
     assert!(out.status.success(), "{cmd:?} failed");
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines().last().unwrap_or("").trim().to_owned()
+}
+
+/// A guest architecture: its QEMU, /init binary, test kernel and busybox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    /// The name `--arch` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86-64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The other one.
+    pub fn other(self) -> Arch {
+        match self {
+            Arch::X86_64 => Arch::Arm64,
+            Arch::Arm64 => Arch::X86_64,
+        }
+    }
+
+    /// The static binary built for this architecture.
+    pub fn binary(self) -> &'static Path {
+        static ARM64: OnceLock<PathBuf> = OnceLock::new();
+        match self {
+            Arch::X86_64 => binary(),
+            Arch::Arm64 => ARM64.get_or_init(test_support::arm64_binary),
+        }
+    }
+
+    /// The test kernel with `qemu-tests/keys/builtin.pem` trusted.
+    pub fn test_kernel(self) -> &'static Path {
+        match self {
+            Arch::X86_64 => test_kernel(),
+            Arch::Arm64 => arm64_test_kernel(),
+        }
+    }
+
+    /// Debian's busybox-static for this architecture.
+    pub fn busybox(self) -> Vec<u8> {
+        match self {
+            Arch::X86_64 => busybox(),
+            Arch::Arm64 => {
+                let path = last_line(&mut Command::new(
+                    repo().join("scripts/fetch-arm64-busybox"),
+                ));
+                fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+            }
+        }
+    }
+
+    /// The architecture of a kernel image: arm64's `Image` has "ARM\x64" at offset 0x38.
+    fn of_kernel(kernel: &Path) -> Arch {
+        let mut head = [0u8; 0x3c];
+        let read = fs::File::open(kernel).and_then(|mut f| f.read_exact(&mut head));
+        read.unwrap_or_else(|e| panic!("{}: {e}", kernel.display()));
+        if &head[0x38..] == b"ARM\x64" {
+            Arch::Arm64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// The QEMU program, its machine arguments and the serial console's name.
+    fn qemu(self) -> (&'static str, &'static [&'static str], &'static str) {
+        match self {
+            Arch::X86_64 => ("qemu-system-x86_64", &["-accel", "tcg"], "ttyS0"),
+            Arch::Arm64 => (
+                "qemu-system-aarch64",
+                &["-M", "virt", "-cpu", "cortex-a57", "-accel", "tcg"],
+                "ttyAMA0",
+            ),
+        }
+    }
 }
 
 /// The static release binary (built once per test process).
@@ -42,6 +123,19 @@ pub fn test_kernel() -> &'static Path {
     K.get_or_init(|| {
         let script = repo().join("kernel-config/build-test-kernel");
         PathBuf::from(last_line(Command::new(script).arg(key("builtin.pem"))))
+    })
+}
+
+/// The arm64 test kernel (`build-test-kernel --arch arm64`: tinyconfig + sysext.config +
+/// arm64.config), with `qemu-tests/keys/builtin.pem` trusted.
+pub fn arm64_test_kernel() -> &'static Path {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        let script = repo().join("kernel-config/build-test-kernel");
+        let mut cmd = Command::new(script);
+        PathBuf::from(last_line(
+            cmd.args(["--arch", "arm64"]).arg(key("builtin.pem")),
+        ))
     })
 }
 
@@ -121,6 +215,11 @@ pub fn busybox() -> Vec<u8> {
 /// A root filesystem: busybox with its applets, and `/sbin/init` running `script` after
 /// printing `ROOT-INIT: start`, then rebooting (QEMU exits under -no-reboot).
 pub fn root_tree(dir: &Path, script: &str) -> PathBuf {
+    root_tree_for(Arch::X86_64, dir, script)
+}
+
+/// [`root_tree`] with `arch`'s busybox.
+pub fn root_tree_for(arch: Arch, dir: &Path, script: &str) -> PathBuf {
     let root = dir.join("rootfs");
     let init = format!(
         "#!/bin/sh\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\necho ROOT-INIT: start\n\
@@ -129,7 +228,7 @@ pub fn root_tree(dir: &Path, script: &str) -> PathBuf {
     write_tree(
         &root,
         &[
-            ("bin/busybox", &busybox(), 0o755),
+            ("bin/busybox", &arch.busybox(), 0o755),
             ("sbin/init", init.as_bytes(), 0o755),
         ],
     );
@@ -230,6 +329,23 @@ impl Boot {
         found.map(|(t, _)| *t)
     }
 
+    /// Guest timestamps of /init's start, the first merge of extensions (into the initrd's
+    /// /usr, or with `rd.sysext.sysroot=1` the root's) and the switch root, and the wall time:
+    /// one line for a test's output.
+    pub fn timeline(&self) -> String {
+        let t = |needle: &str| {
+            self.time_of(needle)
+                .map_or("-".into(), |t| format!("{t:.3}"))
+        };
+        format!(
+            "kernel -> /init {} s, merged {} s, switch root {} s (guest); wall {:.1} s",
+            t("starting as PID 1"),
+            t("extension(s) into"),
+            t("switch root"),
+            self.wall.as_secs_f64()
+        )
+    }
+
     /// The kernel timestamp (seconds) of the first console line containing `needle`.
     pub fn time_of(&self, needle: &str) -> Option<f64> {
         let line = self.console.lines().find(|l| l.contains(needle))?;
@@ -238,7 +354,7 @@ impl Boot {
     }
 }
 
-/// What to boot.
+/// What to boot; the kernel image decides the machine (x86-64 or arm64 `-M virt`).
 pub struct Qemu<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
@@ -263,11 +379,15 @@ impl Qemu<'_> {
 
     /// Boots under TCG with the serial console on stdout; kills QEMU after the timeout.
     pub fn boot(&self) -> Boot {
-        let mut cmd = qemu_command();
+        let (program, machine, console) = Arch::of_kernel(self.kernel).qemu();
+        let mut cmd = qemu_command(program, machine);
         cmd.args(["-kernel", s(self.kernel), "-initrd", s(self.initrd)])
             .args([
                 "-append",
-                &format!("console=ttyS0 panic=-1 printk.devkmsg=on {}", self.append),
+                &format!(
+                    "console={console} panic=-1 printk.devkmsg=on {}",
+                    self.append
+                ),
             ]);
         virtio_disks(&mut cmd, &self.disks);
         cmd.args(&self.extra);
@@ -299,7 +419,8 @@ impl Uefi<'_> {
     pub fn boot(&self) -> Boot {
         let vars = self.dir.join("OVMF_VARS.fd");
         fs::copy(OVMF_VARS, &vars).expect("ovmf is installed by .ci/install-deps");
-        let mut cmd = qemu_command();
+        let (program, machine, _) = Arch::X86_64.qemu();
+        let mut cmd = qemu_command(program, machine);
         cmd.args(["-nic", "none"])
             .args([
                 "-drive",
@@ -355,18 +476,10 @@ impl Uefi<'_> {
 }
 
 /// QEMU under TCG with 512 MiB, the serial console on stdout, ending on reboot.
-fn qemu_command() -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "512",
-        "-nographic",
-        "-no-reboot",
-        "-monitor",
-        "none",
-    ]);
+fn qemu_command(program: &str, machine: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(machine)
+        .args(["-m", "512", "-nographic", "-no-reboot", "-monitor", "none"]);
     cmd
 }
 

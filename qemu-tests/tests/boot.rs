@@ -4,208 +4,44 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use qemu_tests::scenario::*;
 use qemu_tests::*;
 
+const X86: Arch = Arch::X86_64;
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// An extension whose tool (busybox) runs from the merged /usr through a pre-mount hook.
-fn hello_tree(dir: &Path, name: &str, release: Option<&str>) -> PathBuf {
-    let tree = dir.join(format!("{name}-tree"));
-    let hook = format!("#!/usr/bin/busybox sh\necho \"HELLO-FROM-{name}: $(/usr/bin/busybox | /usr/bin/busybox head -n1)\"\n");
-    write_tree(
-        &tree,
-        &[
-            ("usr/bin/busybox", &busybox(), 0o755),
-            (
-                &format!("usr/lib/initrd-sysext/pre-mount.d/50-{name}"),
-                hook.as_bytes(),
-                0o755,
-            ),
-        ],
-    );
-    if let Some(r) = release {
-        write_tree(
-            &tree,
-            &[(
-                &format!("usr/lib/extension-release.d/extension-release.{name}"),
-                r.as_bytes(),
-                0o644,
-            )],
-        );
-    }
-    tree
-}
-
-/// `build sysext` with the given extra arguments; returns the image path.
-fn sysext(dir: &Path, tree: &Path, name: &str, extra: &[&str]) -> PathBuf {
-    let out = dir.join(format!("{name}.raw"));
-    let mut args = vec![
-        "build",
-        "sysext",
-        "--tree",
-        s(tree),
-        "--name",
-        name,
-        "--output",
-        s(&out),
-    ];
-    args.extend_from_slice(extra);
-    ours(&args);
-    out
-}
-
-fn signed_by(key_name: &str) -> Vec<String> {
-    vec![
-        "--key".into(),
-        s(&key(&format!("{key_name}.key"))).into(),
-        "--cert".into(),
-        s(&key(&format!("{key_name}.crt"))).into(),
-    ]
-}
-
-/// A hello extension with `--id _any`, signed by the test key `keyname`, plus `extra` flags.
-fn signed_hello(dir: &Path, name: &str, keyname: &str, extra: &[&str]) -> PathBuf {
-    let keys = signed_by(keyname);
-    let mut args: Vec<&str> = vec!["--id", "_any"];
-    args.extend_from_slice(extra);
-    args.extend(keys.iter().map(String::as_str));
-    sysext(dir, &hello_tree(dir, name, None), name, &args)
-}
-
-fn initrd(dir: &Path, extensions: &[&Path], extra: &[&str]) -> PathBuf {
-    let out = dir.join("initrd.cpio.zst");
-    let mut args = vec![
-        "build",
-        "initrd",
-        "--init",
-        s(binary()),
-        "--output",
-        s(&out),
-        "--force",
-    ];
-    for e in extensions {
-        args.extend(["--extension", s(e)]);
-    }
-    args.extend_from_slice(extra);
-    ours(&args);
-    out
-}
-
-fn boot_root(dir: &Path, initrd: &Path, script: &str, append: &str) -> Boot {
-    let root = root_tree(dir, script);
-    let (disk, part_uuid, _) = root_disk(dir, &root);
-    Qemu {
-        kernel: test_kernel(),
-        initrd,
-        disks: vec![disk],
-        extra: Vec::new(),
-        append: format!("root=PARTUUID={part_uuid} {append}"),
-        timeout: TIMEOUT,
-    }
-    .boot_to_end()
-}
 
 #[test]
 fn scenario1_signed_erofs_extension_merges_in_the_initrd() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let img = signed_hello(d, "hello", "trusted", &[]);
-    let initrd = initrd(d, &[&img], &[]);
-    let boot = boot_root(d, &initrd, "ls /usr/bin", "");
-    boot.expect("hello: erofs root image, Signed, signed by kernel keyring")
-        .expect("merged 1 extension(s) into /usr: hello")
-        .expect("HELLO-FROM-hello: BusyBox v1.35.0")
-        .expect("switching root to /sysroot")
-        .expect("ROOT-INIT: start")
-        .expect("ROOT-INIT: done");
-    let (t_init, t_switch) = (
-        boot.time_of("starting as PID 1"),
-        boot.time_of("switch root"),
-    );
-    eprintln!(
-        "scenario 1: /init at {t_init:?} s, switch root at {t_switch:?} s, wall {:?}",
-        boot.wall
-    );
+    let boot = scenario1(X86);
+    eprintln!("scenario 1: {}", boot.timeline());
 }
 
 #[test]
 fn scenario3_bad_extensions_are_refused_the_good_one_merges() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let trusted = signed_by("trusted");
-    let untrusted = signed_by("untrusted");
-    let with = |id: &str, scope: &str, keys: &[String]| -> Vec<String> {
-        let mut v: Vec<String> = vec!["--id".into(), id.into(), "--scope".into(), scope.into()];
-        v.extend(keys.iter().cloned());
-        v
-    };
-    let build = |name: &str, args: Vec<String>| {
-        let tree = hello_tree(d, name, None);
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        sysext(d, &tree, name, &a)
-    };
-    let good = build("good", with("_any", "initrd", &trusted));
-    let untrusted_img = build("untrusted", with("_any", "initrd", &untrusted));
-    let system_only = build("systemonly", with("_any", "system", &trusted));
-    let wrong_id = build("wrongid", with("fedora", "initrd", &trusted));
-    let unsigned = build(
-        "unsigned",
-        vec![
-            "--id".into(),
-            "_any".into(),
-            "--verity".into(),
-            "hash".into(),
-        ],
-    );
-    // Corrupted data: flip a byte in the first data block (deeper blocks fail on read, EIO).
-    let corrupt = build("corrupt", with("_any", "initrd", &trusted));
-    let mut bytes = std::fs::read(&corrupt).unwrap();
-    bytes[40 * 512 + 100] ^= 0xff;
-    std::fs::write(&corrupt, bytes).unwrap();
+    let mut imgs = refusal_images(X86, d);
     // Wrong root hash: a validly signed JSON for another image's root hash.
-    let wrong_hash = build("wronghash", with("_any", "initrd", &trusted));
-    swap_signature(&wrong_hash, &good);
+    let wrong_hash = signed_hello(X86, d, "wronghash", "trusted", &[]);
+    swap_signature(&wrong_hash, &imgs[0]);
     // Corrupted hash tree: flip a byte in the tree's first (top-level) block.
-    let bad_tree = build("badtree", with("_any", "initrd", &trusted));
+    let bad_tree = signed_hello(X86, d, "badtree", "trusted", &[]);
     let v: serde_json::Value =
         serde_json::from_str(&ours(&["inspect", "--json", s(&bad_tree)])).unwrap();
     let hash_offset = v["partitions"][1]["offset"].as_u64().unwrap() as usize;
     let mut bytes = std::fs::read(&bad_tree).unwrap();
     bytes[hash_offset + 4096 + 10] ^= 0xff;
     std::fs::write(&bad_tree, bytes).unwrap();
-    let imgs = [
-        &good,
-        &untrusted_img,
-        &system_only,
-        &wrong_id,
-        &unsigned,
-        &corrupt,
-        &wrong_hash,
-        &bad_tree,
-    ];
-    let initrd = initrd(d, &imgs.map(|p| p.as_path()), &[]);
+    imgs.extend([wrong_hash, bad_tree]);
+    let imgs: Vec<&Path> = imgs.iter().map(PathBuf::as_path).collect();
+    let initrd = initrd(X86, d, &imgs, &[]);
     // After switch root nothing of the initrd's activations may be left: dm devices, loops, keys.
-    let leftovers = "echo \"DM-DEVICES: $(ls /sys/block | grep -c dm-)\"\n\
-        echo \"LOOPS-ATTACHED: $(cat /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l)\"\n\
-        echo \"KEYS: $(grep -c initrd-sysext:[0-9a-f] /proc/keys)\"";
-    let boot = boot_root(d, &initrd, leftovers, "");
-    boot.expect("merged 1 extension(s) into /usr: good")
-        .expect("HELLO-FROM-good")
-        .expect_not("HELLO-FROM-untrusted")
-        .expect("skipping extension untrusted")
-        .expect("skipping extension systemonly")
-        .expect("SYSEXT_SCOPE=\"system\" does not include the host scope 'initrd'")
-        .expect("skipping extension wrongid")
-        .expect("skipping extension unsigned")
-        .expect("policy requires root=signed")
-        .expect("skipping extension corrupt")
-        .expect("skipping extension wronghash")
+    let boot = boot_root(X86, d, &initrd, LEFTOVERS, "");
+    expect_refusals(X86, &boot);
+    boot.expect("skipping extension wronghash")
         .expect("skipping extension badtree")
-        .expect("the signature is for root hash")
-        .expect("DM-DEVICES: 0")
-        .expect("LOOPS-ATTACHED: 0")
-        .expect("KEYS: 0")
-        .expect("ROOT-INIT: done");
+        .expect("the signature is for root hash");
+    eprintln!("scenario 3: {}", boot.timeline());
 }
 
 /// Replaces the signature partition of `target` with `source`'s (signed, other root hash).
@@ -228,9 +64,9 @@ fn swap_signature(target: &Path, source: &Path) {
 fn scenario8_rd_sysext_0_merges_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let img = signed_hello(d, "hello", "trusted", &[]);
-    let initrd = initrd(d, &[&img], &[]);
-    boot_root(d, &initrd, "", "rd.sysext=0")
+    let img = signed_hello(X86, d, "hello", "trusted", &[]);
+    let initrd = initrd(X86, d, &[&img], &[]);
+    boot_root(X86, d, &initrd, "", "rd.sysext=0")
         .expect("rd.sysext=0: not merging extensions")
         .expect_not("HELLO-FROM-hello")
         .expect("ROOT-INIT: done");
@@ -240,9 +76,10 @@ fn scenario8_rd_sysext_0_merges_nothing() {
 fn scenario4_required_extension_refused_stops_the_boot() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let img = signed_hello(d, "needed", "untrusted", &[]);
-    let initrd = initrd(d, &[&img], &[]);
+    let img = signed_hello(X86, d, "needed", "untrusted", &[]);
+    let initrd = initrd(X86, d, &[&img], &[]);
     boot_root(
+        X86,
         d,
         &initrd,
         "",
@@ -255,51 +92,14 @@ fn scenario4_required_extension_refused_stops_the_boot() {
 
 #[test]
 fn scenario5_system_extension_merged_into_sysroot() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let tree = d.join("sysroot-ext");
-    write_tree(
-        &tree,
-        &[(
-            "usr/bin/sysroot-hello",
-            b"#!/bin/sh\necho SYSROOT-HELLO from the merged /usr\n",
-            0o755,
-        )],
-    );
-    let trusted = signed_by("trusted");
-    let args: Vec<&str> = ["--id", "debian", "--version-id", "12", "--scope", "system"]
-        .into_iter()
-        .chain(trusted.iter().map(String::as_str))
-        .collect();
-    let img = sysext(d, &tree, "sysrootext", &args);
-    let initrd = initrd(d, &[], &[]);
-    let root = root_tree(
-        d,
-        "cat /usr/.systemd-sysext/extensions\n/usr/bin/sysroot-hello\ngrep -c sysext /proc/mounts",
-    );
-    std::fs::copy(&img, root.join("var/lib/extensions/sysrootext.raw")).unwrap();
-    let (disk, part_uuid, _) = root_disk(d, &root);
-    let boot = Qemu {
-        kernel: test_kernel(),
-        initrd: &initrd,
-        disks: vec![disk],
-        extra: Vec::new(),
-        append: format!("root=PARTUUID={part_uuid} rd.sysext.sysroot=1"),
-        timeout: TIMEOUT,
-    }
-    .boot();
-    boot.expect("sysrootext: erofs root image, Signed, signed by kernel keyring")
-        .expect("/sysroot: merged [sysrootext]")
-        .expect("ROOT-INIT: start\nsysrootext\n")
-        .expect("SYSROOT-HELLO from the merged /usr")
-        .expect("ROOT-INIT: done");
+    eprintln!("scenario 5: {}", scenario5(X86).timeline());
 }
 
 #[test]
 fn secondary_keyring_enrolment_ca_issued_merges_self_signed_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let build = |name: &str, keyname: &str| signed_hello(d, name, keyname, &[]);
+    let build = |name: &str, keyname: &str| signed_hello(X86, d, name, keyname, &[]);
     let issued = build("issued", "ca-issued");
     let selfsigned = build("selfsigned", "untrusted");
     let out = d.join("initrd.cpio.zst");
@@ -319,7 +119,7 @@ fn secondary_keyring_enrolment_ca_issued_merges_self_signed_refused() {
         "--secondary-cert",
         s(&key("untrusted.crt")),
     ]);
-    boot_root(d, &out, "", "")
+    boot_root(X86, d, &out, "", "")
         .expect("enrolled /etc/verity.d/secondary/ca-issued.crt into .secondary_trusted_keys")
         .expect("refused to enroll /etc/verity.d/secondary/untrusted.crt")
         .expect("HELLO-FROM-issued")
@@ -332,7 +132,7 @@ fn secondary_keyring_enrolment_ca_issued_merges_self_signed_refused() {
 fn scenario7_root_by_uuid_label_and_missing_root() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let initrd = initrd(d, &[], &[]);
+    let initrd = initrd(X86, d, &[], &[]);
     let root = root_tree(d, "");
     let (disk, _, fs_uuid) = root_disk(d, &root);
     for spec in [
@@ -372,15 +172,15 @@ fn scenario7_root_by_uuid_label_and_missing_root() {
 fn scenario2_squashfs_extension_appended_as_extra_sysext_cpio() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let img = signed_hello(d, "sq", "trusted", &["--fs", "squashfs"]);
-    let base = initrd(d, &[], &[]);
+    let img = signed_hello(X86, d, "sq", "trusted", &["--fs", "squashfs"]);
+    let base = initrd(X86, d, &[], &[]);
     let ext_cpio = d.join("ext.cpio");
     ours(&["build", "extension-cpio", s(&img), "--output", s(&ext_cpio)]);
     let combined = d.join("combined.img");
     let mut bytes = std::fs::read(&base).unwrap();
     bytes.extend(std::fs::read(&ext_cpio).unwrap());
     std::fs::write(&combined, bytes).unwrap();
-    boot_root(d, &combined, "", "")
+    boot_root(X86, d, &combined, "", "")
         .expect("sq: squashfs root image, Signed, signed by kernel keyring")
         .expect("HELLO-FROM-sq: BusyBox")
         .expect("ROOT-INIT: done");
@@ -393,12 +193,14 @@ fn scenario6_debian_kernel_loads_modules_and_merges_verity_extension() {
     let (vmlinuz, modules) = debian_kernel();
     // Debian's kernel trusts only Debian's keys: an unsigned verity image under a verity policy.
     let img = sysext(
+        X86,
         d,
-        &hello_tree(d, "deb", None),
+        &hello_tree(X86, d, "deb", None),
         "deb",
         &["--id", "_any", "--verity", "hash"],
     );
     let initrd = initrd(
+        X86,
         d,
         &[&img],
         &[
@@ -454,9 +256,9 @@ fn two_signed(
     b: (&str, &str),
     cert: &str,
 ) -> impl Fn(&str) -> Boot {
-    let a = signed_hello(d, a.0, a.1, &[]);
-    let b = signed_hello(d, b.0, b.1, &[]);
-    let initrd = initrd(d, &[&a, &b], &["--cert", s(&key(cert))]);
+    let a = signed_hello(X86, d, a.0, a.1, &[]);
+    let b = signed_hello(X86, d, b.0, b.1, &[]);
+    let initrd = initrd(X86, d, &[&a, &b], &["--cert", s(&key(cert))]);
     let root = root_tree(d, "");
     let (disk, part_uuid, _) = root_disk(d, &root);
     move |append: &str| {
@@ -556,8 +358,8 @@ fn scenario7_root_device_appearing_late_is_waited_for() {
     let keys = signed_by("trusted");
     let mut args = vec!["--id", "_any"];
     args.extend(keys.iter().map(String::as_str));
-    let img = sysext(d, &ext, "late", &args);
-    let initrd = initrd(d, &[&img], &["--tree", s(&tree)]);
+    let img = sysext(X86, d, &ext, "late", &args);
+    let initrd = initrd(X86, d, &[&img], &["--tree", s(&tree)]);
     let boot = Qemu {
         kernel: test_kernel(),
         initrd: &initrd,

@@ -12,7 +12,8 @@ use log::{info, warn};
 use crate::build::drivers::{self, Drivers};
 use crate::build::modules;
 use crate::build::output::{Output, OutputError};
-use crate::format::elf::is_dynamic_elf;
+use crate::format::elf::{self, is_dynamic_elf};
+use crate::format::gpt::Arch;
 use crate::format::kmod::{self, KmodError, ModuleDb};
 use crate::tree::{Content, Kind, Meta, NodeId, ScanOptions, Tree, TreeError};
 
@@ -24,6 +25,8 @@ pub enum InitrdError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Kmod(#[from] KmodError),
+    #[error(transparent)]
+    Elf(#[from] elf::ElfError),
     #[error("writing the cpio archive: {0}")]
     Cpio(#[from] WriteError),
     #[error("{path}: {source}")]
@@ -37,6 +40,25 @@ pub enum InitrdError {
     Dynamic(PathBuf),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("{path}: {found}, but the initrd is for {target}")]
+    WrongArch {
+        path: PathBuf,
+        found: String,
+        target: Target,
+    },
+}
+
+/// The architecture the initrd is for, and what said so: `--arch`, or else `/init`'s own.
+#[derive(Debug, Clone)]
+pub struct Target {
+    machine: u16,
+    source: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} ({})", elf::machine_name(self.machine), self.source)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitrdError + '_ {
@@ -72,6 +94,9 @@ pub struct Spec {
     pub extensions: Vec<PathBuf>,
     /// The static binary installed as `/init`.
     pub init: PathBuf,
+    /// `--arch`: `/init` and every module must be built for it. Without it, the modules must
+    /// match `/init` (when that is an ELF file).
+    pub arch: Option<Arch>,
     pub compression: Compression,
     pub output: PathBuf,
     pub force: bool,
@@ -116,7 +141,7 @@ fn assemble(spec: &Spec) -> Result<(Tree, Report), InitrdError> {
     let mut tree = base_tree(spec)?;
     let adder = Adder { mtime };
     adder.skeleton(&mut tree)?;
-    adder.init(&mut tree, &spec.init)?;
+    let target = adder.init(&mut tree, spec)?;
     adder.release(&mut tree)?;
     let (modules, module_bytes) = match modules_dir(spec) {
         Some((dir, _)) if host_without_modules(spec, &dir) => {
@@ -126,7 +151,7 @@ fn assemble(spec: &Spec) -> Result<(Tree, Report), InitrdError> {
             );
             (Vec::new(), 0)
         }
-        Some((dir, kver)) => adder.modules(&mut tree, &dir, &kver, spec)?,
+        Some((dir, kver)) => adder.modules(&mut tree, &dir, &kver, spec, target.as_ref())?,
         None if spec.modules.is_empty() => (Vec::new(), 0),
         None => {
             return Err(InitrdError::Invalid {
@@ -267,12 +292,15 @@ impl Adder {
         self.add_missing(tree, "dev/console", 0o600, Kind::CharDev(console))
     }
 
-    /// `/init` and `/usr/bin/initrd-sysext` (one inode, two names).
-    fn init(&self, tree: &mut Tree, binary: &Path) -> Result<(), InitrdError> {
+    /// `/init` and `/usr/bin/initrd-sysext` (one inode, two names); the architecture the
+    /// initrd is for, if known.
+    fn init(&self, tree: &mut Tree, spec: &Spec) -> Result<Option<Target>, InitrdError> {
+        let binary = &spec.init;
         let bytes = std::fs::read(binary).map_err(io_err(binary))?;
         if is_dynamic_elf(&bytes) {
             return Err(InitrdError::Dynamic(binary.to_owned()));
         }
+        let target = target(spec, &bytes)?;
         let file = || Kind::File {
             content: Content::Path(binary.to_owned()),
             size: bytes.len() as u64,
@@ -285,7 +313,7 @@ impl Adder {
         };
         let link = self.add_new(tree, usr_bin, 0o755, file())?;
         tree.nodes[link].hardlink_of = Some(init);
-        Ok(())
+        Ok(target)
     }
 
     /// `/etc/initrd-release` from the tree's os-release (so extensions built against the same
@@ -326,6 +354,7 @@ impl Adder {
         dir: &Path,
         kver: &str,
         spec: &Spec,
+        target: Option<&Target>,
     ) -> Result<(Vec<String>, u64), InitrdError> {
         let mut db = ModuleDb::load(dir)?;
         db.add_blacklist(&spec.omit.join(","));
@@ -344,6 +373,9 @@ impl Adder {
         } else {
             "lib/modules"
         };
+        if let Some(target) = target {
+            check_modules(dir, &db, &order, target)?;
+        }
         let root = format!("{base}/{kver}");
         let bytes = self.module_files(tree, dir, &root, &db, &order)?;
         self.module_index(tree, dir, &root, &db, &order)?;
@@ -480,6 +512,53 @@ impl Adder {
         self.add_new(tree, &format!("{dir}/{name}"), 0o644, kind)?;
         Ok(())
     }
+}
+
+/// The architecture the initrd is for: `--arch`, which `/init` (its bytes `init`) must match,
+/// or else `/init`'s when it is an ELF file.
+fn target(spec: &Spec, init: &[u8]) -> Result<Option<Target>, InitrdError> {
+    let found = elf::e_machine(init);
+    let Some(arch) = spec.arch else {
+        let source = format!("the architecture of /init, {}", spec.init.display());
+        return Ok(found.map(|machine| Target { machine, source }));
+    };
+    let target = Target {
+        machine: elf::machine_of(arch),
+        source: format!("--arch {}", arch.name()),
+    };
+    if found == Some(target.machine) {
+        return Ok(Some(target));
+    }
+    Err(InitrdError::WrongArch {
+        path: spec.init.clone(),
+        found: found.map_or_else(|| "not a 64-bit ELF file".into(), built_for),
+        target,
+    })
+}
+
+fn built_for(machine: u16) -> String {
+    format!("built for {}", elf::machine_name(machine))
+}
+
+/// Every module of `order` (files under `dir`) is built for `target`.
+fn check_modules(
+    dir: &Path,
+    db: &ModuleDb,
+    order: &[String],
+    target: &Target,
+) -> Result<(), InitrdError> {
+    for name in order {
+        let path = dir.join(&db.modules[name].path);
+        let machine = elf::read_module_machine(&path)?;
+        if machine != target.machine {
+            return Err(InitrdError::WrongArch {
+                path,
+                found: built_for(machine),
+                target: target.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The names and aliases `--drivers` asks for.

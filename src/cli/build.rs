@@ -126,12 +126,7 @@ impl SysextArgs {
                 Long("id") => a.id = Some(string(p)?),
                 Long("version-id") => a.version_id = Some(string(p)?),
                 Long("os-release") => a.os_release = Some(path(p)?),
-                Long("arch") => {
-                    let v = string(p)?;
-                    let arch = Arch::from_name(&v)
-                        .ok_or_else(|| usage(format!("--arch {v:?}: x86-64 or arm64")))?;
-                    a.flags.arch = Some(arch);
-                }
+                Long("arch") => a.flags.arch = Some(arch(p)?),
                 Long("fs") => {
                     let kinds = [("erofs", FsKind::Erofs), ("squashfs", FsKind::Squashfs)];
                     a.flags.fs = Some(choose(&string(p)?, "--fs", &kinds)?);
@@ -256,6 +251,12 @@ fn modules_spec(
     }
 }
 
+/// `--arch x86-64|arm64`.
+fn arch(p: &mut Parser) -> Result<Arch, CliError> {
+    let v = string(p)?;
+    Arch::from_name(&v).ok_or_else(|| usage(format!("--arch {v:?}: x86-64 or arm64")))
+}
+
 /// `%a` (architecture) and `%v` (version) in `--output`, as mkosi's `Output=NAME-%v.%a`.
 fn expand_output(output: &Path, arch: Arch, version: Option<&str>) -> Result<PathBuf, CliError> {
     let text = output.to_string_lossy();
@@ -311,6 +312,7 @@ impl InitrdArgs {
             "secondary-cert" => s.secondary_certs.push(path(p)?),
             "extension" => s.extensions.push(path(p)?),
             "init" => s.init = path(p)?,
+            "arch" => s.arch = Some(arch(p)?),
             "compress" => self.compress = string(p)?,
             "level" => {
                 self.level = p.value()?.parse()?;

@@ -1,5 +1,5 @@
-//! ELF reading, the one place for it: whether an executable is dynamically linked, and a kernel
-//! module's `.modinfo` (name, dependencies, aliases, soft dependencies, firmware) from the
+//! ELF reading, the one place for it: whether an executable is dynamically linked, the machine
+//! it is built for (`e_machine`), and a kernel module's `.modinfo` (name, dependencies, aliases, soft dependencies, firmware) from the
 //! module file as shipped (plain, zstd or gzip). Input bytes are untrusted: every offset is
 //! checked, nothing panics, and decompression is capped.
 
@@ -7,12 +7,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::format::bytes::{le16, le32, le64};
+use crate::format::gpt::Arch;
 
 /// Most bytes a decompressed module may have (the largest real ones are a few MiB).
 pub const MAX_MODULE_BYTES: u64 = 64 << 20;
 
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
 const EHDR_SIZE: usize = 64;
 const SHDR_SIZE: usize = 64;
 
@@ -63,6 +64,27 @@ pub fn is_dynamic_elf(b: &[u8]) -> bool {
         };
         at.checked_add(4).and_then(|end| b.get(at..end)) == Some(&3u32.to_le_bytes()[..])
     })
+}
+
+/// The machine a 64-bit ELF file is built for (`e_machine`); None when `b` is not one.
+pub fn e_machine(b: &[u8]) -> Option<u16> {
+    (b.len() >= EHDR_SIZE && &b[..4] == b"\x7fELF" && b[4] == 2).then(|| le16(b, 18))
+}
+
+/// The `e_machine` of an architecture's executables and modules.
+pub fn machine_of(arch: Arch) -> u16 {
+    match arch {
+        Arch::X86_64 => EM_X86_64,
+        Arch::Arm64 => EM_AARCH64,
+    }
+}
+
+/// An `e_machine` by its architecture's name (`x86-64`, `arm64`), else its number.
+pub fn machine_name(machine: u16) -> String {
+    Arch::ALL
+        .into_iter()
+        .find(|&a| machine_of(a) == machine)
+        .map_or_else(|| format!("e_machine {machine}"), |a| a.name().to_owned())
 }
 
 /// A section: (offset, size) in the file, both checked against its length.
@@ -172,29 +194,33 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// A module file's ELF bytes: `raw` as read from `path`, decompressed by its suffix
-/// (`.ko.zst`, `.ko.gz`) to at most [`MAX_MODULE_BYTES`].
-pub fn module_bytes(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ElfError> {
+/// A module file's content `r` (from `path`) decompressed by its suffix (`.ko.zst`, `.ko.gz`).
+fn module_reader<'a, R: Read + 'a>(path: &Path, r: R) -> Result<Box<dyn Read + 'a>, ElfError> {
     let name = path.to_string_lossy();
-    let reader: Box<dyn Read + '_> = if name.ends_with(".zst") {
-        let d = zstd::stream::read::Decoder::new(&raw[..]).map_err(io_err(path))?;
-        Box::new(d)
+    if name.ends_with(".zst") {
+        let d = zstd::stream::read::Decoder::new(r).map_err(io_err(path))?;
+        Ok(Box::new(d))
     } else if name.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(&raw[..]))
+        Ok(Box::new(flate2::read::GzDecoder::new(r)))
     } else if name.ends_with(".xz") {
-        return Err(in_file(
+        Err(in_file(
             path,
             ElfError::Malformed(
                 "xz-compressed modules are not supported (decompress them, or build the kernel \
                  with CONFIG_MODULE_COMPRESS_ZSTD)"
                     .into(),
             ),
-        ));
+        ))
     } else {
-        return Ok(raw);
-    };
+        Ok(Box::new(r))
+    }
+}
+
+/// A module file's ELF bytes: `raw` as read from `path`, decompressed by its suffix to at most
+/// [`MAX_MODULE_BYTES`].
+pub fn module_bytes(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ElfError> {
     let mut out = Vec::new();
-    reader
+    module_reader(path, &raw[..])?
         .take(MAX_MODULE_BYTES + 1)
         .read_to_end(&mut out)
         .map_err(io_err(path))?;
@@ -209,6 +235,18 @@ pub fn module_bytes(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ElfError> {
 pub fn read_modinfo(path: &Path) -> Result<ModInfo, ElfError> {
     let raw = std::fs::read(path).map_err(io_err(path))?;
     modinfo(&module_bytes(path, raw)?).map_err(|e| in_file(path, e))
+}
+
+/// The `e_machine` of the module file at `path` (plain or compressed), from its header alone.
+pub fn read_module_machine(path: &Path) -> Result<u16, ElfError> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut head = Vec::new();
+    module_reader(path, file)?
+        .take(EHDR_SIZE as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err(path))?;
+    e_machine(&head)
+        .ok_or_else(|| in_file(path, ElfError::Malformed("not a 64-bit ELF file".into())))
 }
 
 fn in_file(path: &Path, e: ElfError) -> ElfError {
@@ -314,6 +352,27 @@ mod tests {
         let huge = zstd::encode_all(&vec![0u8; MAX_MODULE_BYTES as usize + 1][..], 1).unwrap();
         let e = module_bytes(Path::new("h.ko.zst"), huge).unwrap_err();
         assert!(e.to_string().contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn machines_are_read_from_plain_and_compressed_headers() {
+        let elf = module(RECORDS);
+        assert_eq!(e_machine(&elf), Some(EM_X86_64));
+        assert_eq!(e_machine(b"#!/bin/sh\n"), None);
+        assert_eq!(e_machine(&elf[..EHDR_SIZE - 1]), None);
+        let mut arm = elf.clone();
+        arm[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let zst = dir.path().join("m.ko.zst");
+        std::fs::write(&zst, zstd::encode_all(&arm[..], 3).unwrap()).unwrap();
+        assert_eq!(read_module_machine(&zst).unwrap(), EM_AARCH64);
+        let plain = dir.path().join("m.ko");
+        std::fs::write(&plain, b"not elf").unwrap();
+        let e = read_module_machine(&plain).unwrap_err().to_string();
+        assert!(e.ends_with("m.ko: not a 64-bit ELF file"), "{e}");
+        assert_eq!(machine_name(EM_AARCH64), "arm64");
+        assert_eq!(machine_name(machine_of(Arch::X86_64)), "x86-64");
+        assert_eq!(machine_name(243), "e_machine 243");
     }
 
     #[test]

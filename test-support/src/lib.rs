@@ -136,6 +136,20 @@ pub fn debian_kernel_root() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("root")
 }
 
+/// The static arm64 binary, cross-built by `scripts/build-static --target
+/// aarch64-unknown-linux-gnu` (or waited for while scripts/test builds it in the background).
+pub fn arm64_binary() -> PathBuf {
+    let mut build = Command::new(repo().join("scripts/build-static"));
+    let out = run(build.args(["--target", "aarch64-unknown-linux-gnu"]));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build-static prints the binary's path"),
+    )
+}
+
 /// One invocation of a CLI (our binary), checked in one line:
 /// `Cli::new(bin).args([...]).fails_with(1, "substring")` or `.succeeds()`.
 pub struct Cli {
