@@ -15,9 +15,15 @@ use std::path::{Path, PathBuf};
 /// device lacks, so that boot mode parses the big table only then.
 pub const UNSHIPPED_ALIAS: &str = "initrd-sysext.unshipped.alias";
 
-/// `alias PATTERN MODULE` lines; patterns kmod rejects (unmatched brackets) are skipped.
+/// The index of `alias PATTERN MODULE` lines.
 pub fn alias_index(text: &str) -> AliasIndex {
     let mut index = AliasIndex::default();
+    add_aliases(&mut index, text);
+    index
+}
+
+/// Adds `alias PATTERN MODULE` lines; patterns kmod rejects (unmatched brackets) are skipped.
+fn add_aliases(index: &mut AliasIndex, text: &str) {
     for line in text.lines() {
         let mut w = line.split_whitespace();
         if let (Some("alias"), Some(alias), Some(module)) = (w.next(), w.next(), w.next()) {
@@ -25,7 +31,6 @@ pub fn alias_index(text: &str) -> AliasIndex {
         }
     }
     index.sort();
-    index
 }
 
 /// The modules every initrd-sysext initrd needs (where they are modules, not built in).
@@ -216,7 +221,7 @@ impl ModuleDb {
     }
 
     fn parse_alias(&mut self, text: &str) {
-        self.aliases = alias_index(text);
+        add_aliases(&mut self.aliases, text);
     }
 
     /// The `module.alias=VALUE` records of `modules.builtin.modinfo` (NUL-separated
