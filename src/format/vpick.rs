@@ -128,8 +128,9 @@ fn tries_number(d: &str) -> Option<u32> {
     }
 }
 
-/// What systemd (≥ 257, `version_is_valid_versionspec`) accepts as a picked version: a
-/// non-empty file name part of letters, digits and `-.~^`.
+/// What systemd accepts as a picked version (`version_is_valid_versionspec`, as Debian sid's
+/// 262 checks; older releases took `,_+` instead of `~^`): a non-empty file name part of
+/// letters, digits and `-.~^`.
 fn version_is_valid(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 255
