@@ -18,3 +18,4 @@ pub mod test_fs;
 pub mod unit;
 pub mod uuid;
 pub mod verity;
+pub mod vpick;

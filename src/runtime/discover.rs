@@ -1,14 +1,16 @@
 //! Finding extensions: the search directories in precedence order (first name wins, an empty
-//! directory masks a name), entries resolved inside `--root`, names ordered by version.
+//! directory masks a name), entries resolved inside `--root`, versioned directories (`NAME.v/`)
+//! resolved to their best entry, names ordered by version.
 
-use std::cmp::Ordering;
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use log::warn;
 
+use crate::format::gpt::Arch;
 use crate::format::release::{image_name, image_name_is_valid};
+use crate::format::vpick::{self, vercmp};
 
 /// Search directories, highest precedence first (relative to the root).
 pub const DIRS: [&str; 3] = ["etc/extensions", "run/extensions", "var/lib/extensions"];
@@ -88,7 +90,11 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
                 true => chase(root, &rel),
                 false => Some(real.join(&file)),
             };
-            let Some(entry) = resolved.and_then(|r| classify(root.join(&rel), &file, r)) else {
+            let entry = match vpick::versioned_dir(&file) {
+                Some((name, suffix)) => resolved.and_then(|r| pick(root, &rel, &r, name, suffix)),
+                None => resolved.and_then(|r| classify(root.join(&rel), &file, r)),
+            };
+            let Some(entry) = entry else {
                 continue;
             };
             if !image_name_is_valid(&entry.name) {
@@ -112,6 +118,39 @@ fn is_empty_dir(f: &Found) -> bool {
     f.kind == EntryKind::Directory
         && !f.has_subdirs
         && fs::read_dir(&f.resolved).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// The best entry of the versioned directory `rel` (resolved at `dir`) named for extension
+/// `name`, as systemd's vpick chooses it; None (and the name stays free for later
+/// directories) when nothing fits or the chosen entry has the wrong type.
+fn pick(root: &Path, rel: &Path, dir: &Path, name: &str, suffix: &str) -> Option<Found> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let files: Vec<String> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let arches = vpick::local_architectures(Arch::host());
+    let Some(best) = vpick::pick(files.iter().map(String::as_str), name, suffix, &arches) else {
+        warn!(
+            "skipping /{}: no entry for this architecture",
+            rel.display()
+        );
+        return None;
+    };
+    let picked = rel.join(best.file);
+    let mut found = classify(root.join(&picked), best.file, chase(root, &picked)?)?;
+    let wanted = match suffix {
+        ".raw" => [EntryKind::Image, EntryKind::BlockDevice].contains(&found.kind),
+        _ => found.kind == EntryKind::Directory,
+    };
+    if !wanted {
+        warn!("skipping /{}: wrong type", picked.display());
+        return None;
+    }
+    found.name = name.to_owned();
+    Some(found)
 }
 
 fn classify(path: PathBuf, file: &str, resolved: PathBuf) -> Option<Found> {
@@ -176,56 +215,10 @@ pub fn chase(root: &Path, rel: &Path) -> Option<PathBuf> {
     Some(root.join(done))
 }
 
-/// Version comparison for names (as `strverscmp`): runs of digits compare numerically.
-pub fn vercmp(a: &str, b: &str) -> Ordering {
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return Ordering::Equal,
-            (None, _) => return Ordering::Less,
-            (_, None) => return Ordering::Greater,
-            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
-                let (dx, rx) = split_digits(x);
-                let (dy, ry) = split_digits(y);
-                let (tx, ty) = (trim_zeros(dx), trim_zeros(dy));
-                let ord = tx.len().cmp(&ty.len()).then(tx.cmp(ty));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                (x, y) = (rx, ry);
-            }
-            (Some(p), Some(q)) => {
-                if p != q {
-                    return p.cmp(q);
-                }
-                (x, y) = (&x[1..], &y[1..]);
-            }
-        }
-    }
-}
-
-fn split_digits(s: &[u8]) -> (&[u8], &[u8]) {
-    let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
-    s.split_at(n)
-}
-
-fn trim_zeros(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|&&c| c == b'0').count();
-    &s[n..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-
-    #[test]
-    fn version_order() {
-        let mut v = vec!["b", "a-10", "a-9", "a-9.1", "a", "a-2.0"];
-        v.sort_by(|a, b| vercmp(a, b));
-        assert_eq!(v, ["a", "a-2.0", "a-9", "a-9.1", "a-10", "b"]);
-        assert_eq!(vercmp("x-010", "x-10"), Ordering::Equal);
-    }
 
     #[test]
     fn precedence_masking_and_chase() {
@@ -267,5 +260,46 @@ mod tests {
             chase(r, Path::new("etc/extensions/escape")),
             Some(r.join("etc"))
         );
+    }
+
+    #[test]
+    fn versioned_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let arch = Arch::host().name();
+        for f in [
+            "etc/extensions/hello.raw.v/hello_1.raw",
+            "etc/extensions/hello.raw.v/hello_3+0-3.raw",
+            "etc/extensions/hello.raw.v/hello_2+1-2.raw",
+            "etc/extensions/hello.raw.v/hello_9_s390x.raw",
+            // Nothing for us here: the name stays free for the next directory.
+            "etc/extensions/tool.raw.v/tool_5_s390x.raw",
+            "var/lib/extensions/tool.raw",
+        ] {
+            fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            fs::write(r.join(f), b"x").unwrap();
+        }
+        fs::write(
+            r.join(format!("etc/extensions/hello.raw.v/hello_2_{arch}.raw")),
+            b"x",
+        )
+        .unwrap();
+        fs::create_dir_all(r.join("run/extensions/dir.v/dir_0.9/usr")).unwrap();
+        fs::create_dir_all(r.join("run/extensions/dir.v/dir_0.10/usr")).unwrap();
+        let found = discover(r, false);
+        let got: Vec<(&str, &Path)> = found
+            .iter()
+            .map(|f| (f.name.as_str(), f.path.strip_prefix(r).unwrap()))
+            .collect();
+        let native = format!("etc/extensions/hello.raw.v/hello_2_{arch}.raw");
+        assert_eq!(
+            got,
+            [
+                ("dir", Path::new("run/extensions/dir.v/dir_0.10")),
+                ("hello", Path::new(&native)),
+                ("tool", Path::new("var/lib/extensions/tool.raw")),
+            ]
+        );
+        assert_eq!(found[0].kind, EntryKind::Directory);
     }
 }
