@@ -185,7 +185,7 @@ fn scenario2_unsigned_and_untrusted_beside_it_are_refused() {
 
 /// The root's init prints PCR 11 of each bank from sysfs (Linux 6.1 has them there).
 const PRINT_PCR11: &str = "mount -t sysfs sysfs /sys 2>/dev/null\n\
-    for b in sha1 sha256; do echo \"PCR11-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/11)\"; done";
+    for b in sha1 sha256 sha384 sha512; do echo \"PCR11-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/11)\"; done";
 
 /// (bank, lowercase hex) of PCR 11 from the root's PRINT_PCR11 lines; banks without a value
 /// (not active) are left out.
@@ -199,7 +199,7 @@ fn pcr11_seen(boot: &Boot) -> Vec<(String, String)> {
 }
 
 /// `systemd-measure calculate` on `uki`'s sections (objcopy) for the phases
-/// enter-initrd:leave-initrd: (bank, hex) for sha1 and sha256.
+/// enter-initrd:leave-initrd: (bank, hex) for the four banks we hash for.
 fn pcr11_predicted(uki: &Path) -> Vec<(String, String)> {
     let mut cmd = std::process::Command::new("/lib/systemd/systemd-measure");
     cmd.arg("calculate");
@@ -233,7 +233,7 @@ fn compare(
     let seen = find(seen).unwrap_or_else(|| panic!("no {bank} PCR 11 in the root"));
     (
         seen,
-        find(predicted).expect("systemd-measure predicts sha1 and sha256"),
+        find(predicted).expect("systemd-measure predicts the four banks"),
     )
 }
 
@@ -291,4 +291,6 @@ fn measured_boot_a_tampered_cmdline_changes_pcr11() {
     let (s, p) = compare(&pcr11_seen(&boot), &pcr11_predicted(&uki), "sha256");
     eprintln!("tampered .cmdline: PCR 11 sha256 seen {s}, predicted from the original {p}");
     assert_ne!(s, p, "a tampered section must change PCR 11");
+    let (_, own) = compare(&pcr11_seen(&boot), &pcr11_predicted(&tampered), "sha256");
+    assert_eq!(s, own, "PCR 11 is the tampered UKI's own prediction");
 }
