@@ -20,13 +20,15 @@ pub struct Phases {
 }
 
 impl Phases {
-    /// Opens the TPM and measures `enter-initrd`; without one (or with `rd.sysext.measure=0`)
-    /// says so once and measures nothing.
+    /// Opens the TPM and measures `enter-initrd` (the time logged includes opening the TPM and
+    /// reading its banks); without one (or with `rd.sysext.measure=0`) says so once and
+    /// measures nothing.
     pub fn enter_initrd(enabled: bool) -> Phases {
         if !enabled {
             info!("rd.sysext.measure=0: not measuring");
             return Phases { tpm: None };
         }
+        let t = Instant::now();
         let Some(mut file) = DEVICES.iter().find_map(|d| open(d)) else {
             info!("no TPM: not measuring");
             return Phases { tpm: None };
@@ -45,20 +47,20 @@ impl Phases {
         let mut phases = Phases {
             tpm: Some((file, banks)),
         };
-        phases.measure("enter-initrd");
+        phases.measure("enter-initrd", t);
         phases
     }
 
     /// Measures `leave-initrd` and closes the TPM.
     pub fn leave_initrd(mut self) {
-        self.measure("leave-initrd");
+        self.measure("leave-initrd", Instant::now());
     }
 
-    fn measure(&mut self, word: &str) {
+    /// Extends PCR 11 with `word`; the time logged runs from `t`.
+    fn measure(&mut self, word: &str, t: Instant) {
         let Some((file, banks)) = &mut self.tpm else {
             return;
         };
-        let t = Instant::now();
         let digests: Vec<(Bank, Vec<u8>)> = banks
             .iter()
             .map(|&b| (b, b.digest(word.as_bytes())))
