@@ -1,6 +1,6 @@
 //! A short, deterministic fuzz run over the parsers that see untrusted bytes (GPT, verity
 //! superblock, signature JSON, release files, mkosi configuration, erofs, squashfs, cpio,
-//! modules.dep and friends): mutated valid inputs must give Ok or a typed error, never a panic.
+//! modules.dep and friends, TPM responses): mutated valid inputs must give Ok or a typed error, never a panic.
 //! The cargo-fuzz targets in fuzz/ run the same entry points longer.
 
 use std::fs;
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use initrd_sysext::format::lookup::Filesystem;
 use initrd_sysext::format::{
-    blob::Blob, erofs, gpt, kmod, release, signature, squashfs, unit, verity,
+    blob::Blob, erofs, gpt, kmod, release, signature, squashfs, tpm2, unit, verity,
 };
 use initrd_sysext::tree::{ScanOptions, Tree};
 use test_support::{write_tree, Rng};
@@ -406,5 +406,21 @@ fn elf_modinfo_survives_mutations() {
     let shoff = u64::from_le_bytes(module[0x28..0x30].try_into().unwrap()) as usize;
     run(13, 5_000, &module[shoff..], |tail| {
         let _ = elf::modinfo(&[&module[..shoff], tail].concat());
+    });
+}
+
+#[test]
+fn tpm2_responses_survive_mutations() {
+    let caps = [
+        0x80, 0x01, 0, 0, 0, 37, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 3, 0, 4, 3, 0xff, 0xff, 0xff,
+        0, 0x0b, 3, 0xff, 0xff, 0xff, 0, 0x0c, 4, 0xff, 0xff, 0xff,
+    ];
+    assert!(tpm2::parse_pcr_banks(&caps).is_err(), "last bank overruns");
+    let mut fixed = caps.to_vec();
+    fixed[33] = 3;
+    assert_eq!(tpm2::parse_pcr_banks(&fixed).unwrap().len(), 3);
+    run(14, 20_000, &fixed, |b| {
+        let _ = tpm2::parse_pcr_banks(b);
+        let _ = tpm2::check_pcr_extend(b);
     });
 }

@@ -402,7 +402,8 @@ pub const CONSOLE_CMDLINE: &str = "console=ttyS0 panic=-1 printk.devkmsg=on";
 /// ESP's default path `\EFI\BOOT\BOOTX64.EFI`, here `uki`, with `esp` files (path on the
 /// ESP, host file) beside it, as systemd-stub finds `BOOTX64.EFI.extra.d/*.raw`. The ESP is a
 /// vfat image made with mkfs.vfat and mtools in `dir`, the first virtio disk; no NIC (OVMF
-/// would try PXE first).
+/// would try PXE first). With `tpm`, a fresh swtpm (TPM 2.0, state in `dir`) is the machine's
+/// TPM (tpm-tis), started before QEMU and killed after.
 pub struct Uefi<'a> {
     pub dir: &'a Path,
     pub uki: &'a Path,
@@ -410,6 +411,7 @@ pub struct Uefi<'a> {
     pub disks: Vec<PathBuf>,
     pub extra: Vec<String>,
     pub timeout: Duration,
+    pub tpm: bool,
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -434,7 +436,13 @@ impl Uefi<'_> {
         disks.extend(self.disks.iter().cloned());
         virtio_disks(&mut cmd, &disks);
         cmd.args(&self.extra);
-        run_qemu(cmd, self.timeout)
+        let Some(mut swtpm) = self.tpm.then(|| swtpm(self.dir, &mut cmd)) else {
+            return run_qemu(cmd, self.timeout);
+        };
+        let boot = run_qemu(cmd, self.timeout);
+        let _ = swtpm.kill();
+        let _ = swtpm.wait();
+        boot
     }
 
     /// A vfat image holding the UKI as `EFI/BOOT/BOOTX64.EFI` and the `esp` files.
@@ -473,6 +481,36 @@ impl Uefi<'_> {
         }
         img
     }
+}
+
+/// Starts swtpm (a TPM 2.0, state in `dir/tpm`, control socket `dir/swtpm.sock`) and adds
+/// the QEMU arguments that make it the machine's TPM.
+fn swtpm(dir: &Path, qemu: &mut Command) -> std::process::Child {
+    let (state, sock) = (dir.join("tpm"), dir.join("swtpm.sock"));
+    fs::create_dir_all(&state).unwrap();
+    let _ = fs::remove_file(&sock);
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "startup-clear", "--tpmstate"])
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .spawn()
+        .expect("swtpm is installed by .ci/install-deps");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "swtpm did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    qemu.args([
+        "-chardev",
+        &format!("socket,id=chrtpm,path={}", sock.display()),
+    ])
+    .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+    .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+    child
 }
 
 /// QEMU under TCG with 512 MiB, the serial console on stdout, ending on reboot.

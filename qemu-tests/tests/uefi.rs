@@ -2,7 +2,9 @@
 //! systemd-stub, a `--drivers generic` initrd trusting our test certificate), systemd-stub
 //! hands the ESP's `BOOTX64.EFI.extra.d/*.raw` to the initrd as `/.extra/sysext/`, boot mode
 //! verifies them (the kernel refuses our signer: the userspace fallback, allowed by the UKI's
-//! command line), merges the good one, and switches to the root. Each boot batches its checks
+//! command line), merges the good one, and switches to the root. With swtpm as the TPM, PCR 11
+//! seen in the root is what `systemd-measure calculate` predicts from the UKI's sections and
+//! our two phases, and differs once a section is tampered with. Each boot batches its checks
 //! and prints its timeline.
 
 use std::path::{Path, PathBuf};
@@ -83,17 +85,24 @@ fn uki(dir: &Path, root_part_uuid: &str) -> PathBuf {
 fn boot(dir: &Path, extensions: &[&Path]) -> Boot {
     let (disk, part_uuid, _) = root_disk(dir, &root_tree(dir, ""));
     let uki = uki(dir, &part_uuid);
+    boot_uki(dir, &uki, &disk, extensions, false)
+}
+
+/// Boots `uki` from the ESP with `extensions` beside it, `disk` as the root disk, and swtpm as
+/// the TPM if `tpm`.
+fn boot_uki(dir: &Path, uki: &Path, disk: &Path, extensions: &[&Path], tpm: bool) -> Boot {
     let esp = extensions.iter().map(|e| {
         let name = e.file_name().unwrap().to_string_lossy();
         (format!("{EXTRA_D}/{name}"), e.to_path_buf())
     });
     let boot = Uefi {
         dir,
-        uki: &uki,
+        uki,
         esp: esp.collect(),
-        disks: vec![disk],
+        disks: vec![disk.to_owned()],
         extra: Vec::new(),
         timeout: TIMEOUT,
+        tpm,
     }
     .boot();
     assert!(!boot.timed_out, "OVMF boot did not end:\n{}", boot.console);
@@ -134,6 +143,16 @@ fn scenario1_stub_passes_a_signed_extension_from_the_esp() {
     let good = hello(d, "hello", Some("trusted"));
     let boot = boot(d, &[&good]);
     timeline("uefi scenario 1", &boot);
+    let no_tpm: Vec<&str> = boot
+        .console
+        .lines()
+        .filter(|l| l.contains("not measuring"))
+        .collect();
+    assert_eq!(no_tpm.len(), 1, "one line without a TPM: {no_tpm:?}");
+    assert!(
+        no_tpm[0].contains("initrd-sysext: no TPM: not measuring"),
+        "{no_tpm:?}"
+    );
     boot.expect("the kernel refused the signature")
         .expect("checking in userspace")
         .expect("hello: erofs root image, Signed, signed by CN=initrd-sysext TEST trusted signer")
@@ -162,4 +181,117 @@ fn scenario2_unsigned_and_untrusted_beside_it_are_refused() {
         .expect("merged 1 extension(s) into /usr: hello")
         .expect("HELLO-FROM-hello: BusyBox v1.35.0")
         .expect("ROOT-INIT: done");
+}
+
+/// The root's init prints PCR 11 of each bank from sysfs (Linux 6.1 has them there).
+const PRINT_PCR11: &str = "mount -t sysfs sysfs /sys 2>/dev/null\n\
+    for b in sha1 sha256 sha384 sha512; do echo \"PCR11-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/11)\"; done";
+
+/// (bank, lowercase hex) of PCR 11 from the root's PRINT_PCR11 lines; banks without a value
+/// (not active) are left out.
+fn pcr11_seen(boot: &Boot) -> Vec<(String, String)> {
+    let lines = boot.console.lines().filter_map(|l| l.split_once("PCR11-"));
+    let values = lines.filter_map(|(_, kv)| kv.trim().split_once('='));
+    let found = values.filter(|(_, v)| !v.is_empty() && !v.contains('$'));
+    found
+        .map(|(b, v)| (b.to_owned(), v.to_ascii_lowercase()))
+        .collect()
+}
+
+/// `systemd-measure calculate` on `uki`'s sections (objcopy) for the phases
+/// enter-initrd:leave-initrd: (bank, hex) for sha1 and sha256 (252 predicts no others).
+fn pcr11_predicted(uki: &Path) -> Vec<(String, String)> {
+    let mut cmd = std::process::Command::new("/lib/systemd/systemd-measure");
+    cmd.arg("calculate");
+    for section in ["linux", "osrel", "cmdline", "initrd"] {
+        let out = uki.with_extension(section);
+        run(std::process::Command::new("objcopy")
+            .args(["-O", "binary", "--only-section", &format!(".{section}")])
+            .args([s(uki), s(&out)]));
+        cmd.arg(format!("--{section}={}", out.display()));
+    }
+    cmd.args([
+        "--bank=sha1",
+        "--bank=sha256",
+        "--phase=enter-initrd:leave-initrd",
+    ]);
+    let text = String::from_utf8(run(&mut cmd).stdout).unwrap();
+    let values = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("11:")?.split_once('='));
+    values.map(|(b, v)| (b.to_owned(), v.to_owned())).collect()
+}
+
+/// The seen value of `bank` next to the predicted one; panics if the root printed none.
+fn compare(
+    seen: &[(String, String)],
+    predicted: &[(String, String)],
+    bank: &str,
+) -> (String, String) {
+    let find =
+        |list: &[(String, String)]| list.iter().find(|(b, _)| b == bank).map(|(_, v)| v.clone());
+    let seen = find(seen).unwrap_or_else(|| panic!("no {bank} PCR 11 in the root"));
+    (
+        seen,
+        find(predicted).expect("systemd-measure predicts sha1 and sha256"),
+    )
+}
+
+fn have_tpm_tools() -> bool {
+    test_support::require_tool("swtpm")
+        && test_support::require_tool("/lib/systemd/systemd-measure")
+        && test_support::require_tool("objcopy")
+}
+
+#[test]
+fn measured_boot_pcr11_is_predicted_by_systemd_measure() {
+    if !have_tpm_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCR11));
+    let uki = uki(d, &part_uuid);
+    let boot = boot_uki(d, &uki, &disk, &[], true);
+    timeline("uefi measured boot", &boot);
+    boot.expect("PCR 11 extended with enter-initrd (")
+        .expect("PCR 11 extended with leave-initrd (")
+        .expect_not("not measuring")
+        .expect("ROOT-INIT: done");
+    let (seen, predicted) = (pcr11_seen(&boot), pcr11_predicted(&uki));
+    eprintln!("PCR 11 seen {seen:?}\nPCR 11 predicted {predicted:?}");
+    // swtpm's banks are sha1, sha256, sha384 and sha512; systemd-measure 252 predicts two.
+    assert_eq!(seen.len(), 4, "four active banks");
+    for bank in ["sha1", "sha256"] {
+        let (s, p) = compare(&seen, &predicted, bank);
+        assert_eq!(s, p, "PCR 11 {bank}: seen vs systemd-measure");
+    }
+}
+
+#[test]
+fn measured_boot_a_tampered_cmdline_changes_pcr11() {
+    if !have_tpm_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCR11));
+    let uki = uki(d, &part_uuid);
+    // panic=-1 → panic=-2: still a reboot on panic, a different .cmdline.
+    let mut bytes = std::fs::read(&uki).unwrap();
+    let at: Vec<usize> = (0..bytes.len() - 8)
+        .filter(|&i| &bytes[i..i + 8] == b"panic=-1")
+        .collect();
+    assert_eq!(at.len(), 1, "panic=-1 once, in .cmdline");
+    bytes[at[0] + 7] = b'2';
+    let tampered = d.join("tampered.efi");
+    std::fs::write(&tampered, bytes).unwrap();
+    let boot = boot_uki(d, &tampered, &disk, &[], true);
+    timeline("uefi tampered", &boot);
+    boot.expect("panic=-2").expect("ROOT-INIT: done");
+    let (s, p) = compare(&pcr11_seen(&boot), &pcr11_predicted(&uki), "sha256");
+    eprintln!("tampered .cmdline: PCR 11 sha256 seen {s}, predicted from the original {p}");
+    assert_ne!(s, p, "a tampered section must change PCR 11");
+    let (_, own) = compare(&pcr11_seen(&boot), &pcr11_predicted(&tampered), "sha256");
+    assert_eq!(s, own, "PCR 11 is the tampered UKI's own prediction");
 }

@@ -33,6 +33,8 @@ pub struct Cmdline {
     pub blacklist: Vec<String>,
     /// `rd.driver.pre=`: loaded before anything else.
     pub driver_pre: Vec<String>,
+    /// `rd.sysext.measure=0`: PCR 11 is not extended with the boot phases.
+    pub measure: bool,
 }
 
 impl Default for Cmdline {
@@ -54,6 +56,7 @@ impl Default for Cmdline {
             require_signatures: false,
             blacklist: Vec::new(),
             driver_pre: Vec::new(),
+            measure: true,
         }
     }
 }
@@ -130,6 +133,7 @@ impl Cmdline {
             "rd.sysext.userspace_verity" => self.userspace_verity = flag()?,
             "rd.sysext.sysroot" => self.sysroot = flag()?,
             "rd.sysext.debug" => self.debug = flag()?,
+            "rd.sysext.measure" => self.measure = flag()?,
             "rd.sysext.root_timeout" => {
                 let secs: f64 = value()?.parse().map_err(|_| "expected seconds")?;
                 self.root_timeout =
@@ -181,11 +185,12 @@ mod tests {
              rd.systemd.sysext=0 rd.sysext.root_timeout=2.5 rd.sysext.on_failure=shell:/bin/sh \
              rd.sysext.debug init=/bin/custom rd.sysext.sysroot=yes dm_verity.require_signatures=1 \
              module_blacklist=nvme,ahci modprobe.blacklist=uas rd.driver.blacklist=a-b,, \
-             rd.driver.pre=virtio_pci rd.driver.pre=crc32c,dm-mod",
+             rd.driver.pre=virtio_pci rd.driver.pre=crc32c,dm-mod rd.sysext.measure=0",
         );
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.root.as_deref(), Some("PARTUUID=abcd"));
         assert!(!c.read_only && !c.sysext && c.debug && c.sysroot && c.require_signatures);
+        assert!(!c.measure);
         assert_eq!(c.required, ["a", "b", "c"]);
         assert_eq!(c.root_timeout, Duration::from_millis(2500));
         assert_eq!(c.on_failure, OnFailure::Shell("/bin/sh".into()));

@@ -12,6 +12,7 @@ use rustix::mount::{mount, MountFlags};
 use crate::boot::cmdline::{Cmdline, OnFailure};
 use crate::boot::coldplug::Devices;
 use crate::boot::kmsg;
+use crate::boot::measure::Phases;
 use crate::boot::modload::{self, Loader};
 use crate::boot::rootdev::{self, RootError, RootSpec};
 use crate::boot::switch_root::{self, SwitchError};
@@ -51,19 +52,20 @@ pub fn run() -> ! {
     for w in warnings {
         warn!("kernel command line: {w}");
     }
+    let phases = Phases::enter_initrd(cmdline.measure);
     // Release builds abort on panic: the hook turns a panic into the on_failure path first.
     let for_hook = cmdline.clone();
     std::panic::set_hook(Box::new(move |info| {
         fail(&for_hook, &format!("internal error: {info}"))
     }));
-    let message = match boot(&cmdline) {
+    let message = match boot(&cmdline, phases) {
         Ok(()) => "init returned".to_owned(),
         Err(e) => e.to_string(),
     };
     fail(&cmdline, &message)
 }
 
-fn boot(c: &Cmdline) -> Result<(), BootError> {
+fn boot(c: &Cmdline, phases: Phases) -> Result<(), BootError> {
     let start = Instant::now();
     let loader = Loader::open(&modload::modules_dir(Path::new("/")), &c.blacklist);
     let mut devices = Devices::start(loader);
@@ -108,6 +110,7 @@ fn boot(c: &Cmdline) -> Result<(), BootError> {
         l.kernel_time.as_millis()
     );
     drop(devices);
+    phases.leave_initrd();
     info!("switch root {} ms after start", start.elapsed().as_millis());
     Ok(switch_root::switch_root(Path::new("/sysroot"), &c.init)?)
 }

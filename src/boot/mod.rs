@@ -5,6 +5,7 @@ pub mod coldplug;
 pub mod init;
 pub mod kconfig;
 pub mod kmsg;
+pub mod measure;
 pub mod modload;
 pub mod rootdev;
 pub mod switch_root;

@@ -15,6 +15,7 @@ pub mod signature;
 pub mod squashfs;
 #[cfg(test)]
 pub mod test_fs;
+pub mod tpm2;
 pub mod unit;
 pub mod uuid;
 pub mod verity;
