@@ -45,7 +45,6 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// The database of `dir`; None (logged) when the kernel has no loadable modules.
     /// The database of `dir`; an empty one (logged) when the kernel has no module index
     /// there: extensions may still bring modules.
     pub fn open(dir: &Path, blacklist: &[String]) -> Loader {
