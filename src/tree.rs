@@ -102,8 +102,16 @@ pub enum Kind {
     Socket,
 }
 
-/// A link from [`Kind`] to the POSIX file type bits (`S_IFMT` part of `st_mode`).
 impl Kind {
+    /// A regular file whose content is read from `path` on the host when written out, and
+    /// its size now.
+    pub fn host_file(path: &Path) -> Result<(Kind, u64), TreeError> {
+        let size = std::fs::metadata(path).map_err(io_err(path))?.len();
+        let content = Content::Path(path.to_owned());
+        Ok((Kind::File { content, size }, size))
+    }
+
+    /// The POSIX file type bits (`S_IFMT` part of `st_mode`).
     pub fn type_bits(&self) -> u32 {
         match self {
             Kind::Dir { .. } => 0o040000,

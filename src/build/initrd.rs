@@ -408,13 +408,8 @@ impl Adder {
         let mut bytes = 0;
         for name in order {
             let rel = &db.modules[name].path;
-            let src = dir.join(rel);
-            let size = std::fs::metadata(&src).map_err(io_err(&src))?.len();
+            let (kind, size) = Kind::host_file(&dir.join(rel))?;
             bytes += size;
-            let kind = Kind::File {
-                content: Content::Path(src),
-                size,
-            };
             self.add_new(tree, &format!("{root}/{rel}"), 0o644, kind)?;
         }
         Ok(bytes)
@@ -503,12 +498,8 @@ impl Adder {
 
     /// A file from the host into `dir` under its own name.
     fn file_into(&self, tree: &mut Tree, dir: &str, path: &Path) -> Result<(), InitrdError> {
-        let md = std::fs::metadata(path).map_err(io_err(path))?;
+        let (kind, _) = Kind::host_file(path)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let kind = Kind::File {
-            content: Content::Path(path.to_owned()),
-            size: md.len(),
-        };
         self.add_new(tree, &format!("{dir}/{name}"), 0o644, kind)?;
         Ok(())
     }

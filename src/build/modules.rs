@@ -11,7 +11,7 @@ use log::{info, warn};
 
 use crate::format::elf::{self, ElfError};
 use crate::format::kmod::{KmodError, ModuleDb};
-use crate::tree::{Content, Kind, Meta, Tree, TreeError};
+use crate::tree::{Kind, Meta, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
@@ -70,21 +70,12 @@ pub fn add(
             continue;
         }
         let src = m.dir.join(rel);
-        let size = std::fs::metadata(&src)
-            .map_err(|source| TreeError::Io {
-                path: src.clone(),
-                source,
-            })?
-            .len();
+        let (kind, size) = Kind::host_file(&src)?;
         bytes += size;
         if let Some(fw) = &m.firmware_dir {
             let wanted = elf::read_modinfo(&src)?.firmware;
             firmware(tree, fw, &name, &wanted, base, &dir_meta)?;
         }
-        let kind = Kind::File {
-            content: Content::Path(src),
-            size,
-        };
         let meta = Meta::generated(0o644, mtime);
         tree.insert(&file("usr/lib"), meta, kind, &dir_meta)?;
         added.push(name);
@@ -146,17 +137,7 @@ fn firmware(
         if base.is_some_and(|b| has(b, |r| format!("{r}/firmware/{found}"))) {
             continue;
         }
-        let src = dir.join(found);
-        let size = std::fs::metadata(&src)
-            .map_err(|source| TreeError::Io {
-                path: src.clone(),
-                source,
-            })?
-            .len();
-        let kind = Kind::File {
-            content: Content::Path(src),
-            size,
-        };
+        let (kind, _) = Kind::host_file(&dir.join(found))?;
         let path = format!("usr/lib/firmware/{found}");
         let meta = Meta::generated(0o644, dir_meta.mtime);
         tree.insert(&path, meta, kind, dir_meta)?;
