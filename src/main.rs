@@ -1,5 +1,5 @@
 //! Entry point: boot mode when running as PID 1 (or invoked as `init`), else the CLI (as
-//! `systemd-sysext` when invoked by that name).
+//! `systemd-sysext` or `systemd-confext` when invoked by that name).
 
 use std::path::Path;
 
@@ -11,9 +11,11 @@ fn main() {
     }
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let name = Path::new(&argv0).file_name().unwrap_or_default();
-    let result = match name == "systemd-sysext" {
-        true => initrd_sysext::cli::run_sysext(args),
-        false => initrd_sysext::cli::run(args),
+    use initrd_sysext::format::release::Class;
+    let result = match name.to_str() {
+        Some("systemd-sysext") => initrd_sysext::cli::run_sysext(args, Class::Sysext),
+        Some("systemd-confext") => initrd_sysext::cli::run_sysext(args, Class::Confext),
+        _ => initrd_sysext::cli::run(args),
     };
     if let Err(e) = result {
         eprintln!("{}: {e}", name.to_string_lossy());

@@ -17,6 +17,7 @@ use crate::boot::modload::{self, Loader};
 use crate::boot::rootdev::{self, RootError, RootSpec};
 use crate::boot::switch_root::{self, SwitchError};
 use crate::format::kmod;
+use crate::format::release::Class;
 use crate::runtime::policy::Policy;
 use crate::runtime::{enroll, merge, verbs};
 
@@ -98,8 +99,10 @@ fn boot(c: &Cmdline, phases: Phases) -> Result<(), BootError> {
     if c.sysext && c.sysroot {
         merge_into(c, Path::new("/sysroot"))?;
     }
-    if let Err(e) = merge::unmerge(Path::new("/")) {
-        warn!("unmerging the initrd's extensions: {e}");
+    for class in [Class::Sysext, Class::Confext] {
+        if let Err(e) = merge::unmerge(Path::new("/"), class) {
+            warn!("unmerging the initrd's {}s: {e}", class.name());
+        }
     }
     reap();
     let l = &devices.loader;
@@ -155,33 +158,49 @@ fn extension_drivers(devices: &mut Devices) {
     devices.coldplug();
 }
 
-/// Merges the extensions found under `root` (the initrd itself, or /sysroot); a refused
-/// extension named in `rd.sysext.required=` stops the boot.
+/// Merges the system and configuration extensions found under `root` (the initrd itself, or
+/// /sysroot); a refused extension named in `rd.sysext.required=` stops the boot.
 fn merge_into(c: &Cmdline, root: &Path) -> Result<(), BootError> {
+    let mut all = merge::Report::default();
+    for class in [Class::Sysext, Class::Confext] {
+        let report = merge_class(c, root, class)?;
+        all.merged.extend(report.merged);
+        all.refused.extend(report.refused);
+    }
+    // Required names are looked for where they would be merged: in the initrd.
+    all.check_required(&c.required, root == Path::new("/"))
+        .map_err(BootError::Required)
+}
+
+/// Merges one class; logged as `/: merged [a, b], refused 0, in 12 ms` (confexts:
+/// `/ confexts: …`, only when there are any).
+fn merge_class(c: &Cmdline, root: &Path, class: Class) -> Result<merge::Report, BootError> {
     let policy = match &c.image_policy {
         Some(p) => p
             .parse::<Policy>()
             .map_err(|e| BootError::Required(format!("rd.sysext.image_policy: {e}")))?,
-        None => Policy::boot_default(),
+        None => Policy::boot_default(class),
     };
-    let ctx = verbs::context(root, Some(policy), c.userspace_verity);
+    let ctx = verbs::context(root, class, Some(policy), c.userspace_verity);
     let t = Instant::now();
     let report = verbs::merge(&ctx).unwrap_or_else(|e| {
-        error!("merging extensions into {}: {e}", root.display());
+        error!("merging {}s into {}: {e}", class.name(), root.display());
         merge::Report::default()
     });
     let names: Vec<&str> = report.merged.iter().map(|(n, _, _)| n.as_str()).collect();
+    let what = match class {
+        Class::Sysext => String::new(),
+        _ if names.is_empty() && report.refused.is_empty() => return Ok(report),
+        _ => format!(" {}s", class.name()),
+    };
     info!(
-        "{}: merged [{}], refused {}, in {} ms",
+        "{}{what}: merged [{}], refused {}, in {} ms",
         root.display(),
         names.join(", "),
         report.refused.len(),
         t.elapsed().as_millis()
     );
-    // Required names are looked for where they would be merged: in the initrd.
-    report
-        .check_required(&c.required, root == Path::new("/"))
-        .map_err(BootError::Required)
+    Ok(report)
 }
 
 /// Runs the executables extensions placed in `dir` (sorted); their output goes to the console.

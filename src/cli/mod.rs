@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 use lexopt::{Parser, ValueExt};
 
+use crate::format::release::Class;
+
 mod boot;
 mod build;
 mod image;
@@ -37,10 +39,11 @@ usage: initrd-sysext [-v] COMMAND ...
   inspect IMAGE|INITRD|UKI [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
-  [sysext] [OPTIONS] [status|merge|unmerge|refresh|list] [OPTIONS]   (systemd-sysext's grammar;
-               also as argv[0] systemd-sysext)  --root DIR  --json=pretty|short|off  --force
-               --image-policy POLICY  --noexec[=BOOL]  --always-refresh=BOOL  --no-reload
-               --no-legend  --no-pager  --userspace-verity  --kernel-cmdline
+  [sysext|confext] [OPTIONS] [status|merge|unmerge|refresh|list] [OPTIONS]   (systemd-sysext's
+               grammar; also as argv[0] systemd-sysext, systemd-confext)  --root DIR
+               --json=pretty|short|off  --force  --image-policy POLICY  --noexec[=BOOL]
+               --mutable=no|yes|auto|import|ephemeral|ephemeral-import  --always-refresh=BOOL
+               --no-reload  --no-legend  --no-pager  --userspace-verity  --kernel-cmdline
   --version, --help
 ";
 
@@ -93,7 +96,9 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
                 print!("{USAGE}");
                 return Ok(());
             }
-            Some(Long(o)) if sysext::OPTIONS.contains(&o) => return run_sysext(args),
+            Some(Long(o)) if sysext::OPTIONS.contains(&o) => {
+                return run_sysext(args, Class::Sysext)
+            }
             Some(Value(v)) => break v.string()?,
             Some(other) => return Err(other.unexpected().into()),
             None => return Err(usage("no command given")),
@@ -107,20 +112,22 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
         "inspect" => image::inspect(&mut p),
         "verify" => image::verify(&mut p),
         "check-kernel" => boot::check_kernel(&mut p),
-        "sysext" => sysext::run(&mut p),
-        verb if sysext::VERBS.contains(&verb) => run_sysext(args),
+        "sysext" => sysext::run(&mut p, Class::Sysext),
+        "confext" => sysext::run(&mut p, Class::Confext),
+        verb if sysext::VERBS.contains(&verb) => run_sysext(args, Class::Sysext),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
 }
 
-/// The command line of `systemd-sysext` (the binary invoked by that name, or the verbs).
-pub fn run_sysext(args: Vec<OsString>) -> Result<(), CliError> {
+/// The command line of `systemd-sysext` or `systemd-confext` (the binary invoked by that name,
+/// or the verbs).
+pub fn run_sysext(args: Vec<OsString>, class: Class) -> Result<(), CliError> {
     let verbosity = args
         .iter()
         .filter(|a| *a == "-v" || *a == "--verbose")
         .count();
     logging::init_stderr(verbosity.min(255) as u8);
-    sysext::run(&mut Parser::from_args(args))
+    sysext::run(&mut Parser::from_args(args), class)
 }
 
 fn path(p: &mut Parser) -> Result<PathBuf, CliError> {

@@ -1,5 +1,6 @@
-//! The systemd-sysext verbs — merge, unmerge, refresh, status, list — on `--root`, with the
-//! kernel command line's settings (`--kernel-cmdline`) and text (table) or JSON output.
+//! The systemd-sysext and systemd-confext verbs — merge, unmerge, refresh, status, list — on
+//! `--root`, with the kernel command line's settings (`--kernel-cmdline`) and text (table) or
+//! JSON output.
 
 use std::path::PathBuf;
 
@@ -9,9 +10,10 @@ use serde_json::Value;
 
 use super::{choose, failed, logging, path, string, usage, CliError};
 use crate::boot::cmdline::Cmdline;
-use crate::format::release::Scope;
+use crate::format::release::{Class, Scope};
 use crate::format::unit;
 use crate::runtime::activate::Context;
+use crate::runtime::mutable::Mutable;
 use crate::runtime::policy::Policy;
 use crate::runtime::{merge, verbs};
 
@@ -36,8 +38,9 @@ fn print_value(v: &Value, json: Json, text: impl FnOnce() -> String) -> Result<(
 pub const VERBS: [&str; 5] = ["status", "merge", "unmerge", "refresh", "list"];
 
 /// The long options of the verbs (so that the top level knows an option before the verb).
-pub const OPTIONS: [&str; 13] = [
+pub const OPTIONS: [&str; 14] = [
     "root",
+    "mutable",
     "json",
     "image-policy",
     "noexec",
@@ -62,7 +65,10 @@ struct Args {
     userspace: bool,
     cmdline: Option<Cmdline>,
     force: bool,
-    noexec: bool,
+    noexec: Option<bool>,
+    mutable: Mutable,
+    always_refresh: bool,
+    no_reload: bool,
     legend: bool,
 }
 
@@ -77,7 +83,10 @@ impl Args {
             userspace: false,
             cmdline: None,
             force: false,
-            noexec: false,
+            noexec: None,
+            mutable: Mutable::No,
+            always_refresh: false,
+            no_reload: false,
             legend: true,
         };
         while let Some(arg) = p.next()? {
@@ -98,10 +107,19 @@ impl Args {
                 }
                 Long("userspace-verity") => a.userspace = true,
                 Long("force") => a.force = true,
-                Long("noexec") => a.noexec = boolean(p, "--noexec")?,
-                // Reloading a service manager is not done here; refresh always refreshes.
-                Long("always-refresh") => _ = boolean(p, "--always-refresh")?,
-                Long("no-reload") | Long("no-pager") => {}
+                Long("noexec") => a.noexec = Some(boolean(p, "--noexec")?),
+                Long("mutable") => {
+                    let mode = string(p)?;
+                    a.mutable = Mutable::from_name(&mode).ok_or_else(|| {
+                        usage(format!(
+                            "--mutable={mode}: expected a boolean, auto, import, ephemeral or \
+                             ephemeral-import"
+                        ))
+                    })?;
+                }
+                Long("always-refresh") => a.always_refresh = boolean(p, "--always-refresh")?,
+                Long("no-reload") => a.no_reload = true,
+                Long("no-pager") => {}
                 Long("no-legend") => a.legend = false,
                 Long("kernel-cmdline") => {
                     logging::to_kmsg();
@@ -160,25 +178,18 @@ fn boolean(p: &mut Parser, opt: &str) -> Result<bool, CliError> {
     }
 }
 
-/// merge, unmerge, refresh, status, list — as systemd-sysext, on `--root` (default /).
-pub fn run(p: &mut Parser) -> Result<(), CliError> {
-    let Some(Args {
-        verb,
-        root,
-        json,
-        policy,
-        userspace,
-        cmdline,
-        force,
-        noexec,
-        legend,
-    }) = Args::parse(p)?
-    else {
+/// merge, unmerge, refresh, status, list — as systemd-sysext or systemd-confext, on `--root`
+/// (default /).
+pub fn run(p: &mut Parser, class: Class) -> Result<(), CliError> {
+    let Some(a) = Args::parse(p)? else {
         return Ok(());
     };
-    let verb = verb.as_str();
-    let mut ctx = verbs::context(&root, policy, userspace);
-    (ctx.force, ctx.noexec) = (force, noexec);
+    let verb = a.verb.as_str();
+    let mut ctx = verbs::context(&a.root, class, a.policy.clone(), a.userspace);
+    (ctx.force, ctx.noexec, ctx.mutable) = (a.force, a.noexec, a.mutable);
+    let (root, json, legend, cmdline) = (&a.root, a.json, a.legend, &a.cmdline);
+    // A reload after merge/unmerge/refresh when an extension asks for one (not with --root).
+    let reload = !a.no_reload && root == std::path::Path::new("/");
     if let Some(c) = &cmdline {
         apply_cmdline(&mut ctx, c)?;
         if !c.sysext && matches!(verb, "merge" | "refresh") {
@@ -188,30 +199,45 @@ pub fn run(p: &mut Parser) -> Result<(), CliError> {
     }
     match verb {
         "status" => {
-            let v = verbs::status(&root);
+            let v = verbs::status(root, class);
             print_value(&v, json, || {
                 table(&v, &["hierarchy", "extensions", "since"], legend)
             })
         }
         "list" => {
-            let v = verbs::list(&root, ctx.scope == Scope::Initrd);
+            let v = verbs::list(root, class, ctx.scope == Scope::Initrd);
             print_value(&v, json, || {
                 table(&v, &["name", "type", "path", "time"], legend)
             })
         }
         "unmerge" => {
-            let done = merge::unmerge(&root).map_err(failed)?;
+            let wanted = reload && verbs::reload_wanted(root, class);
+            let done = merge::unmerge(root, class).map_err(failed)?;
+            if wanted {
+                eprintln!("{}", verbs::reload_manager());
+            }
             let v = serde_json::json!({ "unmerged": done });
             print_value(&v, json, || {
                 done.iter().map(|h| format!("Unmerged {h}.\n")).collect()
             })
         }
         _ => {
+            let wanted_before = reload && verbs::reload_wanted(root, class);
             let report = match verb {
-                "refresh" => verbs::refresh(&ctx),
-                _ => verbs::merge(&ctx),
+                "refresh" => verbs::refresh(&ctx, a.always_refresh),
+                _ => verbs::merge(&ctx).map(Some),
             }
             .map_err(failed)?;
+            let Some(report) = report else {
+                println!(
+                    "Skipping extension refresh because no change was found, use \
+                     --always-refresh=yes to always do a refresh."
+                );
+                return Ok(());
+            };
+            if wanted_before || (reload && verbs::reload_wanted(root, class)) {
+                eprintln!("{}", verbs::reload_manager());
+            }
             if let Some(c) = &cmdline {
                 report.check_required(&c.required, false).map_err(failed)?;
             }
@@ -240,7 +266,7 @@ fn apply_cmdline(ctx: &mut Context, c: &Cmdline) -> Result<(), CliError> {
             .map_err(|e| failed(format!("rd.sysext.image_policy: {e}")))?;
         ctx.policy = Some(p);
     } else if ctx.policy.is_none() && ctx.scope == Scope::Initrd {
-        ctx.policy = Some(Policy::boot_default());
+        ctx.policy = Some(Policy::boot_default(ctx.class));
     }
     ctx.userspace_verity |= c.userspace_verity;
     Ok(())

@@ -108,6 +108,57 @@ fn quote(v: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// The two kinds of extension image (systemd's image classes): a system extension carries
+/// `/usr` and `/opt`, a configuration extension `/etc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Class {
+    #[default]
+    Sysext,
+    Confext,
+}
+
+impl Class {
+    /// The tool's word: `sysext`, `confext`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Sysext => "sysext",
+            Class::Confext => "confext",
+        }
+    }
+
+    /// The extension-release key naming the scopes.
+    pub fn scope_key(self) -> &'static str {
+        match self {
+            Class::Sysext => "SYSEXT_SCOPE",
+            Class::Confext => "CONFEXT_SCOPE",
+        }
+    }
+
+    /// The extension-release and os-release key of the API level.
+    pub fn level_key(self) -> &'static str {
+        match self {
+            Class::Sysext => "SYSEXT_LEVEL",
+            Class::Confext => "CONFEXT_LEVEL",
+        }
+    }
+
+    /// The directory of extension-release files inside the image.
+    pub fn release_dir(self) -> &'static str {
+        match self {
+            Class::Sysext => "usr/lib/extension-release.d",
+            Class::Confext => "etc/extension-release.d",
+        }
+    }
+
+    /// The os-release an OS image carries and an extension must not.
+    pub fn os_release(self) -> &'static str {
+        match self {
+            Class::Sysext => "usr/lib/os-release",
+            Class::Confext => "etc/os-release",
+        }
+    }
+}
+
 /// Where an extension is being merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -141,8 +192,12 @@ impl fmt::Display for Scope {
 /// Why an extension does not fit the host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Incompatible {
-    #[error("SYSEXT_SCOPE={scopes:?} does not include the host scope '{host}'")]
-    Scope { scopes: String, host: Scope },
+    #[error("{key}={scopes:?} does not include the host scope '{host}'")]
+    Scope {
+        key: &'static str,
+        scopes: String,
+        host: Scope,
+    },
     #[error("ARCHITECTURE={ext} does not match the host architecture {host}")]
     Architecture { ext: String, host: &'static str },
     #[error("extension-release has no ID=")]
@@ -153,8 +208,12 @@ pub enum Incompatible {
         host: String,
         like: String,
     },
-    #[error("SYSEXT_LEVEL={ext} differs from the host's SYSEXT_LEVEL={host}")]
-    Level { ext: String, host: String },
+    #[error("{key}={ext} differs from the host's {key}={host}")]
+    Level {
+        key: &'static str,
+        ext: String,
+        host: String,
+    },
     #[error("VERSION_ID={ext:?} differs from the host's VERSION_ID={host}")]
     VersionId { ext: Option<String>, host: String },
 }
@@ -162,16 +221,19 @@ pub enum Incompatible {
 /// The host side of the check.
 #[derive(Debug, Clone)]
 pub struct Host<'a> {
+    pub class: Class,
     pub release: &'a Release,
     pub scope: Scope,
     pub arch: Arch,
 }
 
-/// systemd-sysext's compatibility rules (SPEC §3), in order.
+/// systemd-sysext's compatibility rules (SPEC §3), in order; confext's keys for a confext.
 pub fn check(ext: &Release, host: &Host) -> Result<(), Incompatible> {
-    let scopes = ext.get("SYSEXT_SCOPE").unwrap_or("system portable");
+    let key = host.class.scope_key();
+    let scopes = ext.get(key).unwrap_or("system portable");
     if !scopes.split_whitespace().any(|s| s == host.scope.name()) {
         return Err(Incompatible::Scope {
+            key,
             scopes: scopes.to_owned(),
             host: host.scope,
         });
@@ -197,13 +259,12 @@ pub fn check(ext: &Release, host: &Host) -> Result<(), Incompatible> {
             like: like.to_owned(),
         });
     }
-    if let (Some(e), Some(h)) = (
-        ext.value("SYSEXT_LEVEL"),
-        host.release.value("SYSEXT_LEVEL"),
-    ) {
+    let key = host.class.level_key();
+    if let (Some(e), Some(h)) = (ext.value(key), host.release.value(key)) {
         return match e == h {
             true => Ok(()),
             false => Err(Incompatible::Level {
+                key,
                 ext: e.to_owned(),
                 host: h.to_owned(),
             }),
@@ -218,10 +279,13 @@ pub fn check(ext: &Release, host: &Host) -> Result<(), Incompatible> {
     }
 }
 
-/// The image name from its file name: minus `.raw`, minus an optional `.sysext`.
+/// The image name from its file name: minus `.raw`, minus an optional `.sysext` or `.confext`.
 pub fn image_name(file_name: &str) -> &str {
     let base = file_name.strip_suffix(".raw").unwrap_or(file_name);
-    base.strip_suffix(".sysext").unwrap_or(base)
+    [".sysext", ".confext"]
+        .iter()
+        .find_map(|s| base.strip_suffix(s))
+        .unwrap_or(base)
 }
 
 /// systemd's `filename_is_valid`: not empty, `.` or `..`, no `/`, at most NAME_MAX bytes.
@@ -330,6 +394,7 @@ mod tests {
 
     fn host(release: &Release, scope: Scope) -> Host<'_> {
         Host {
+            class: Class::Sysext,
             release,
             scope,
             arch: Arch::X86_64,
@@ -394,6 +459,23 @@ mod tests {
             check(&rel("ID=debian\nSYSEXT_LEVEL=2"), &h),
             Err(Incompatible::Level { .. })
         ));
+        // A confext reads CONFEXT_SCOPE and CONFEXT_LEVEL, not the sysext keys.
+        let conf = rel("ID=debian\nVERSION_ID=13\nCONFEXT_LEVEL=7\nSYSEXT_LEVEL=1.0\n");
+        let c = Host {
+            class: Class::Confext,
+            ..host(&conf, Scope::Initrd)
+        };
+        assert_eq!(
+            check(&rel("ID=debian\nCONFEXT_LEVEL=7\nCONFEXT_SCOPE=initrd"), &c),
+            Ok(())
+        );
+        let e = check(&rel("ID=debian\nCONFEXT_LEVEL=7\nSYSEXT_SCOPE=initrd"), &c);
+        assert!(e.unwrap_err().to_string().starts_with("CONFEXT_SCOPE="));
+        let e = check(
+            &rel("ID=debian\nSYSEXT_LEVEL=1.0\nCONFEXT_SCOPE=initrd"),
+            &c,
+        );
+        assert!(matches!(e, Err(Incompatible::VersionId { .. })));
     }
 
     fn cand(name: &str, not_strict: bool) -> Candidate {
@@ -425,6 +507,7 @@ mod tests {
     #[test]
     fn selection() {
         assert_eq!(image_name("btrfs.sysext.raw"), "btrfs");
+        assert_eq!(image_name("etc.confext.raw"), "etc");
         assert_eq!(image_name("kubectl-1.29.x86-64.raw"), "kubectl-1.29.x86-64");
         let c = [cand("btrfs", false), cand("foo", false)];
         assert_eq!(

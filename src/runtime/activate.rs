@@ -14,7 +14,7 @@ use rustix::fs::OFlags;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::format::gpt::{Arch, Designator};
-use crate::format::release::{self, Host, Incompatible, Release, Scope, SelectError};
+use crate::format::release::{self, Class, Host, Incompatible, Release, Scope, SelectError};
 use crate::format::signature;
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs::{self, Dir, ReleaseError};
@@ -22,6 +22,7 @@ use crate::runtime::discover::{EntryKind, Found};
 use crate::runtime::dm::{self, DmError, VerityTable};
 use crate::runtime::keyring::{self, KeyError, Keyring};
 use crate::runtime::loopdev::{self, LoopDevice, LoopError};
+use crate::runtime::mutable::Mutable;
 use crate::runtime::policy::{Policy, Protection, Refusal};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +75,16 @@ pub struct Context {
     pub userspace_verity: bool,
     /// Where images are mounted (a tmpfs, e.g. /run/initrd-sysext).
     pub staging: PathBuf,
-    /// `--force`: merge even when the extension-release does not match the host.
+    /// System extensions or configuration extensions.
+    pub class: Class,
+    /// `--force`: merge even when the extension-release does not match the host or the
+    /// extension carries an os-release.
     pub force: bool,
-    /// `--noexec`: mount the merged hierarchies noexec.
-    pub noexec: bool,
+    /// `--noexec`: mount the merged hierarchies noexec (None: the class's default, noexec
+    /// for a confext only).
+    pub noexec: Option<bool>,
+    /// `--mutable`: whether and how the merged hierarchies take writes.
+    pub mutable: Mutable,
 }
 
 /// An activated extension: where its hierarchies are. Dropping it undoes what it set up: the
@@ -159,12 +166,13 @@ pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError
     Ok(activated)
 }
 
-/// The policy for an entry: the explicit one, or systemd's default (strict under /.extra).
+/// The policy for an entry: the explicit one, or systemd's default for the class (strict
+/// under /.extra).
 fn policy_for(ctx: &Context, found: &Found) -> Policy {
+    let strict = found.path.starts_with(ctx.root.join(".extra"));
     match &ctx.policy {
         Some(p) => p.clone(),
-        None if found.path.starts_with(ctx.root.join(".extra")) => Policy::sysext_strict(),
-        None => Policy::sysext(),
+        None => Policy::default_for(ctx.class, strict),
     }
 }
 
@@ -409,20 +417,19 @@ fn open_tree(path: &Path) -> Result<Dir, ActivateError> {
     })
 }
 
-/// Reads the extension's extension-release and checks it against the host (SPEC §3).
+/// Reads the extension's extension-release and checks it against the host (SPEC §3). An
+/// os-release in it (`usr/lib/os-release`, a confext's `etc/os-release`) makes it an OS
+/// image, refused as systemd does unless `--force`.
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
-    let dir = match a.usr_only {
-        true => "lib/extension-release.d",
-        false => "usr/lib/extension-release.d",
+    let (dir, os_release) = match a.usr_only {
+        true => ("lib/extension-release.d", "lib/os-release"),
+        false => (ctx.class.release_dir(), ctx.class.os_release()),
     };
-    let os_release = match a.usr_only {
-        true => "lib/os-release",
-        false => "usr/lib/os-release",
-    };
-    if a.tree.open_in(os_release, OFlags::PATH).is_ok() {
-        return Err(ActivateError::Layout(
-            "it holds usr/lib/os-release: an OS image, not an extension".into(),
-        ));
+    if !ctx.force && a.tree.open_in(os_release, OFlags::PATH).is_ok() {
+        return Err(ActivateError::Layout(format!(
+            "it holds {}: an OS image, not an extension",
+            ctx.class.os_release()
+        )));
     }
     let (path, text) = match fs::release_file(&a.tree, dir, &a.name) {
         Ok(found) => found,
@@ -437,6 +444,7 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
         reason: e.to_string(),
     })?;
     let host = Host {
+        class: ctx.class,
         release: &ctx.host_release,
         scope: ctx.scope,
         arch: ctx.arch,

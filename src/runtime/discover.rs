@@ -9,13 +9,38 @@ use std::path::{Component, Path, PathBuf};
 use log::warn;
 
 use crate::format::gpt::Arch;
-use crate::format::release::{image_name, image_name_is_valid};
+use crate::format::release::{image_name, image_name_is_valid, Class};
 use crate::format::vpick::{self, vercmp};
 
-/// Search directories, highest precedence first (relative to the root).
-pub const DIRS: [&str; 3] = ["etc/extensions", "run/extensions", "var/lib/extensions"];
-/// Added in the initrd, after the others (where systemd-stub puts extensions).
-pub const INITRD_DIRS: [&str; 2] = [".extra/sysext", ".extra/global_sysext"];
+/// The search directories of `class`, highest precedence first, relative to the root: in the
+/// initrd systemd-stub's `/.extra` ones come last. Never a directory inside the hierarchy the
+/// class merges (overlayfs refuses a lower layer inside its mount point).
+pub fn dirs(class: Class, in_initrd: bool) -> Vec<&'static str> {
+    let (dirs, initrd): (&[&str], &[&str]) = match class {
+        Class::Sysext => (
+            &["etc/extensions", "run/extensions", "var/lib/extensions"],
+            &[".extra/sysext", ".extra/global_sysext"],
+        ),
+        Class::Confext if in_initrd => (
+            &["run/confexts", "var/lib/confexts", "usr/local/lib/confexts"],
+            &[".extra/confext", ".extra/global_confext"],
+        ),
+        Class::Confext => (
+            &[
+                "run/confexts",
+                "var/lib/confexts",
+                "usr/local/lib/confexts",
+                "usr/lib/confexts",
+            ],
+            &[],
+        ),
+    };
+    let mut all = dirs.to_vec();
+    if in_initrd {
+        all.extend(initrd);
+    }
+    all
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -48,15 +73,11 @@ pub struct Found {
     pub has_subdirs: bool,
 }
 
-/// The extensions under `root`, sorted by name in version order (lowest first).
-pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
-    let mut dirs: Vec<&str> = DIRS.to_vec();
-    if in_initrd {
-        dirs.extend(INITRD_DIRS);
-    }
+/// The extensions of `class` under `root`, sorted by name in version order (lowest first).
+pub fn discover(root: &Path, class: Class, in_initrd: bool) -> Vec<Found> {
     let mut seen = std::collections::BTreeSet::new();
     let mut found = Vec::new();
-    for dir in dirs {
+    for dir in dirs(class, in_initrd) {
         let Some(real) = chase(root, Path::new(dir)) else {
             continue;
         };
@@ -246,13 +267,13 @@ mod tests {
         fs::write(r.join(".extra/sysext/early.raw"), b"x").unwrap();
         fs::write(r.join("etc/extensions/ignored.txt"), b"x").unwrap();
         let names = |v: &[Found]| v.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
-        let found = discover(r, false);
+        let found = discover(r, Class::Sysext, false);
         assert_eq!(names(&found), ["linked", "tools", "zz-1.2", "zz-1.10"]);
         assert_eq!(found[0].resolved, r.join("store/linked.raw"));
         assert_eq!(found[1].path, r.join("run/extensions/tools"));
         assert_eq!(found[1].kind, EntryKind::Directory);
         assert_eq!(
-            names(&discover(r, true)),
+            names(&discover(r, Class::Sysext, true)),
             ["early", "linked", "tools", "zz-1.2", "zz-1.10"]
         );
         symlink("../../../../../etc", r.join("etc/extensions/escape")).unwrap();
@@ -260,6 +281,26 @@ mod tests {
             chase(r, Path::new("etc/extensions/escape")),
             Some(r.join("etc"))
         );
+    }
+
+    #[test]
+    fn confext_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in [
+            "run/confexts/a/etc",
+            "usr/lib/confexts/b/etc",
+            "etc/extensions/s/usr",
+            ".extra/confext",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::write(r.join(".extra/confext/c.confext.raw"), b"x").unwrap();
+        let names = |v: Vec<Found>| v.into_iter().map(|f| f.name).collect::<Vec<_>>();
+        assert_eq!(names(discover(r, Class::Confext, false)), ["a", "b"]);
+        // In the initrd: not /usr/lib/confexts (the initrd's own /usr), but the stub's.
+        assert_eq!(names(discover(r, Class::Confext, true)), ["a", "c"]);
+        assert_eq!(names(discover(r, Class::Sysext, true)), ["s"]);
     }
 
     #[test]
@@ -286,7 +327,7 @@ mod tests {
         .unwrap();
         fs::create_dir_all(r.join("run/extensions/dir.v/dir_0.9/usr")).unwrap();
         fs::create_dir_all(r.join("run/extensions/dir.v/dir_0.10/usr")).unwrap();
-        let found = discover(r, false);
+        let found = discover(r, Class::Sysext, false);
         let got: Vec<(&str, &Path)> = found
             .iter()
             .map(|f| (f.name.as_str(), f.path.strip_prefix(r).unwrap()))

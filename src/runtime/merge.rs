@@ -1,29 +1,37 @@
-//! Merging: each hierarchy (/usr, /opt) becomes a read-only overlay of a meta layer, the
-//! extensions (highest version on top) and the host's own tree, exactly as systemd-sysext lays
-//! it out (`.systemd-sysext/extensions` and `dev`), so either tool can read or undo it.
+//! Merging: each hierarchy (/usr, /opt; /etc for confexts) becomes an overlay of a meta layer,
+//! the extensions (highest version on top) and the host's own tree, read-only or with an upper
+//! directory (`--mutable`), exactly as systemd-sysext lays it out (`.systemd-sysext/extensions`,
+//! `dev`, `backing`, `origin`, `work_dir`), so either tool can read or undo it.
 
 use std::cell::Cell;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use log::{debug, error, info};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{
-    mount, mount_bind, mount_change, mount_move, move_mount, open_tree, unmount, MountFlags,
-    MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+    mount, mount_bind, mount_change, mount_move, mount_remount, move_mount, open_tree, unmount,
+    MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 use rustix::process::fchdir;
 
 use crate::format::lookup::Filesystem;
+use crate::format::release::Class;
 use crate::image::fs::Dir;
 use crate::runtime::activate::{self, ActivateError, Activated, Context};
 use crate::runtime::discover::{self, Found};
+use crate::runtime::mutable::{self, Mutable};
 
-/// The meta directory name inside a merged hierarchy.
-pub const META: &str = ".systemd-sysext";
+/// The meta directory inside a hierarchy merged with extensions of `class`.
+pub fn meta_dir(class: Class) -> &'static str {
+    match class {
+        Class::Sysext => ".systemd-sysext",
+        Class::Confext => ".systemd-confext",
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -46,6 +54,8 @@ pub enum MergeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("--mutable={mode}: {what}")]
+    Mutable { mode: &'static str, what: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MergeError + '_ {
@@ -55,14 +65,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MergeError + '_ {
     }
 }
 
-/// The hierarchies to merge: `SYSTEMD_SYSEXT_HIERARCHIES` (colon-separated) or /usr and /opt.
-pub fn hierarchies() -> Vec<String> {
-    match std::env::var("SYSTEMD_SYSEXT_HIERARCHIES") {
+/// The hierarchies to merge: `SYSTEMD_SYSEXT_HIERARCHIES` (`SYSTEMD_CONFEXT_HIERARCHIES`),
+/// colon-separated, or /usr and /opt (/etc).
+pub fn hierarchies(class: Class) -> Vec<String> {
+    let (var, default): (&str, &[&str]) = match class {
+        Class::Sysext => ("SYSTEMD_SYSEXT_HIERARCHIES", &["usr", "opt"]),
+        Class::Confext => ("SYSTEMD_CONFEXT_HIERARCHIES", &["etc"]),
+    };
+    match std::env::var(var) {
         Ok(v) if !v.is_empty() => v
             .split(':')
             .map(|h| h.trim_matches('/').to_owned())
             .collect(),
-        _ => vec!["usr".into(), "opt".into()],
+        _ => default.iter().map(|h| h.to_string()).collect(),
     }
 }
 
@@ -80,33 +95,136 @@ pub struct Report {
 /// Finds, activates and merges every extension under `ctx.root`. One bad extension is
 /// refused (logged with its reason) and the others still merge.
 pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
-    let hiers = hierarchies();
-    for h in &hiers {
-        if status_of(&ctx.root, h).is_some() {
+    for h in &hierarchies(ctx.class) {
+        if status_of(&ctx.root, ctx.class, h).is_some() {
             return Err(MergeError::AlreadyMerged(format!("/{h}")));
         }
     }
-    let found = discover::discover(&ctx.root, in_initrd);
-    debug!("found {} extension(s)", found.len());
-    // Dropped last: after the extensions' own staging mounts.
-    let workspace = Workspace::new(&ctx.staging)?;
-    raise_nofile();
-    let mut report = Report::default();
-    let mut active: Vec<Activated> = Vec::new();
-    for f in &found {
-        match activate::activate(ctx, f) {
-            Ok(a) => active.push(a),
-            Err(e) => refuse(&mut report, f, e),
-        }
-    }
-    // The overlays hold what they use: dropping `active` lets the staging mounts and dm
-    // devices go with their last user, whatever the outcome.
-    overlay_all(ctx, &workspace, &hiers, &active, &mut report)?;
-    report.merged = active
-        .iter()
-        .map(|a| (a.name.clone(), a.kind.name(), a.path.clone()))
+    Staged::new(ctx, in_initrd)?.overlay_all(ctx)
+}
+
+/// `refresh`: the extensions are activated first; when the merged hierarchies' `origin`
+/// shows the same extensions from the same files in the same mode, nothing is done (None)
+/// unless `always`; else the old merge goes and the new one takes its place.
+pub fn refresh(ctx: &Context, in_initrd: bool, always: bool) -> Result<Option<Report>, MergeError> {
+    let staged = Staged::new(ctx, in_initrd)?;
+    let merged: Vec<String> = hierarchies(ctx.class)
+        .into_iter()
+        .filter(|h| status_of(&ctx.root, ctx.class, h).is_some())
         .collect();
-    Ok(report)
+    let same = !merged.is_empty()
+        && merged.iter().all(|h| {
+            let file = Path::new(h).join(meta_dir(ctx.class)).join("origin");
+            let old = discover::chase(&ctx.root, &file)
+                .and_then(|p| fs::read(p).ok())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            old.as_ref() == Some(&staged.origin)
+        });
+    if same && !always {
+        return Ok(None);
+    }
+    unmerge(&ctx.root, ctx.class)?;
+    staged.overlay_all(ctx).map(Some)
+}
+
+/// The extensions of one merge, activated in a private workspace, before any overlay.
+struct Staged {
+    /// Dropped before the workspace: the overlays hold what they use, so dropping these lets
+    /// the staging mounts and dm devices go with their last user, whatever the outcome.
+    active: Vec<Activated>,
+    report: Report,
+    /// The `origin` meta file's contents for this set.
+    origin: serde_json::Value,
+    workspace: Workspace,
+}
+
+impl Staged {
+    fn new(ctx: &Context, in_initrd: bool) -> Result<Staged, MergeError> {
+        let found = discover::discover(&ctx.root, ctx.class, in_initrd);
+        debug!("found {} extension(s)", found.len());
+        let workspace = Workspace::new(&ctx.staging)?;
+        raise_nofile();
+        let mut report = Report::default();
+        let mut active: Vec<Activated> = Vec::new();
+        let mut origins = serde_json::Map::new();
+        for f in &found {
+            match activate::activate(ctx, f) {
+                Ok(a) => {
+                    origins.insert(f.name.clone(), origin_of(&ctx.root, f));
+                    active.push(a);
+                }
+                Err(e) => refuse(&mut report, f, e),
+            }
+        }
+        let origin = serde_json::json!({
+            "mutable": mutable_origin(ctx),
+            "extensions": origins,
+        });
+        Ok(Staged {
+            active,
+            report,
+            origin,
+            workspace,
+        })
+    }
+
+    fn overlay_all(self, ctx: &Context) -> Result<Report, MergeError> {
+        let Staged {
+            active,
+            mut report,
+            origin,
+            workspace,
+        } = self;
+        let origin = serde_json::to_string_pretty(&origin).unwrap_or_default() + "\n";
+        for h in hierarchies(ctx.class) {
+            // Highest first; each directory opened inside its extension when it is staged.
+            let layers: Vec<&Activated> = active.iter().rev().collect();
+            if overlay(ctx, &workspace, &h, &layers, &origin)? {
+                report.hierarchies.push(format!("/{h}"));
+            }
+        }
+        report.merged = active
+            .iter()
+            .map(|a| (a.name.clone(), a.kind.name(), a.path.clone()))
+            .collect();
+        drop(active);
+        drop(workspace);
+        Ok(report)
+    }
+}
+
+/// Where an extension came from, to tell a later refresh whether anything changed: its path
+/// in the root and the identity of the file or directory found there.
+fn origin_of(root: &Path, f: &Found) -> serde_json::Value {
+    let path = Path::new("/").join(f.path.strip_prefix(root).unwrap_or(&f.path));
+    let md = fs::metadata(&f.resolved).ok();
+    let stamp = md
+        .as_ref()
+        .map(|m| m.mtime() * 1_000_000 + m.mtime_nsec() / 1000);
+    serde_json::json!({
+        "path": path,
+        "dev": md.as_ref().map(|m| m.dev()),
+        "inode": md.as_ref().map(|m| m.ino()),
+        "mtime": stamp,
+    })
+}
+
+/// The mode and, where there is one, each hierarchy's mutable directory.
+fn mutable_origin(ctx: &Context) -> serde_json::Value {
+    if ctx.mutable == Mutable::No {
+        return serde_json::json!({ "mode": "no" });
+    }
+    let dirs: serde_json::Map<String, serde_json::Value> = hierarchies(ctx.class)
+        .iter()
+        .map(|h| {
+            let dir = match ctx.mutable.ephemeral() {
+                true => ctx.staging.join(mutable::component(h)),
+                false => Path::new("/").join(mutable::dir(ctx.class, h)),
+            };
+            (format!("/{h}"), serde_json::json!(dir))
+        })
+        .collect();
+    serde_json::json!({ "mode": ctx.mutable.name(), "mutableDirs": dirs })
 }
 
 /// Each activated extension holds its tree open: the soft limit of open files goes up to the
@@ -219,23 +337,6 @@ const OVL_MAX_STACK: usize = 500;
 /// Mount options longer than this (one page, its NUL included) are cut short by the kernel.
 const OPTIONS_MAX: usize = 4095;
 
-fn overlay_all(
-    ctx: &Context,
-    ws: &Workspace,
-    hiers: &[String],
-    active: &[Activated],
-    report: &mut Report,
-) -> Result<(), MergeError> {
-    for h in hiers {
-        // Highest first; each directory opened inside its extension when it is staged.
-        let layers: Vec<&Activated> = active.iter().rev().collect();
-        if overlay(ctx, ws, h, &layers)? {
-            report.hierarchies.push(format!("/{h}"));
-        }
-    }
-    Ok(())
-}
-
 /// Mounts the overlay for hierarchy `h` from the `layers` that have it (highest first);
 /// false if none has it.
 ///
@@ -249,9 +350,13 @@ fn overlay(
     ws: &Workspace,
     h: &str,
     layers: &[&Activated],
+    origin: &str,
 ) -> Result<bool, MergeError> {
     let hier = format!("/{h}");
-    if !layers.iter().any(|a| a.has_hierarchy(h)) {
+    // A mutable merge takes a hierarchy no extension has, too (as systemd does), when the
+    // host's is there to write over.
+    let host_has = || discover::chase(&ctx.root, Path::new(h)).is_some_and(|p| non_empty_dir(&p));
+    if !layers.iter().any(|a| a.has_hierarchy(h)) && (ctx.mutable == Mutable::No || !host_has()) {
         return Ok(false);
     }
     let target = match target_of(&ctx.root, Path::new(h)) {
@@ -274,23 +379,53 @@ fn overlay(
         }
     }
     let names = layer_names(ws, &staged, dir.as_fd(), h, &fds)?;
-    if names.is_empty() {
+    if names.is_empty() && ctx.mutable == Mutable::No {
         return Ok(false);
     }
-    // The meta layer, on top.
+    // The meta layer, on top; its top directory is the merged hierarchy's, so it takes the
+    // host hierarchy's mode and owner.
     let meta = ws.name("m");
-    let meta_dir = staged.join(&meta).join(META);
-    fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
-    let list: String = merged.iter().rev().map(|n| format!("{n}\n")).collect();
-    fs::write(meta_dir.join("extensions"), list).map_err(io(&meta_dir))?;
-    let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
+    let meta_path = staged.join(&meta).join(meta_dir(ctx.class));
+    fs::create_dir_all(&meta_path).map_err(io(&meta_path))?;
+    let host = fs::metadata(&target).map_err(io(&target))?;
+    keep_mode(&staged.join(&meta), &host)?;
+    // Every extension of the merge, as systemd lists them, lowest first.
+    let list: String = layers
+        .iter()
+        .rev()
+        .map(|a| format!("{}\n", a.name))
+        .collect();
+    fs::write(meta_path.join("extensions"), list).map_err(io(&meta_path))?;
+    let eph = ws.dir.join("e");
+    let writes =
+        mutable::layers(&ctx.root, ctx.class, h, &target, ctx.mutable, &eph).map_err(|what| {
+            MergeError::Mutable {
+                mode: ctx.mutable.name(),
+                what,
+            }
+        })?;
     // Relative layer paths resolve from the staging directory.
     let _cwd = Cwd::enter(dir.as_fd()).map_err(|e| io(&staged)(e.into()))?;
     let grouped = names.len() + 2 > OVL_MAX_STACK;
     let mut lower = vec![meta];
-    lower.extend(stack(ws, &hier, names, flags)?);
-    lower.push(escape(&target));
-    let options = format!("lowerdir={}", lower.join(":"));
+    lower.extend(writes.import.as_deref().map(escape));
+    lower.extend(stack(
+        ws,
+        &hier,
+        names,
+        MountFlags::RDONLY | MountFlags::NODEV,
+    )?);
+    if !writes.upper_is_hierarchy {
+        lower.push(escape(&target));
+    }
+    let mut options = format!("lowerdir={}", lower.join(":"));
+    if let Some((upper, work)) = &writes.upper {
+        options += &format!(
+            ",upperdir={},workdir={},redirect_dir=on,metacopy=off",
+            escape(upper),
+            escape(work)
+        );
+    }
     debug!("overlay {hier}: {} bytes of options", options.len());
     if options.len() > OPTIONS_MAX {
         return Err(MergeError::Limit {
@@ -303,9 +438,7 @@ fn overlay(
         });
     }
     let submounts = submounts(&target);
-    if ctx.noexec {
-        flags |= MountFlags::NOEXEC;
-    }
+    let flags = mount_flags(ctx, writes.upper.is_some());
     let data = std::ffi::CString::new(options).map_err(|_| MergeError::Overlay {
         hierarchy: hier.clone(),
         source: std::io::ErrorKind::InvalidInput.into(),
@@ -343,15 +476,133 @@ fn overlay(
             source: e.into(),
         })?;
     }
-    let dev = fs::metadata(&target).map_err(io(&target))?.dev();
-    let devnum = format!("{}:{}\n", rustix::fs::major(dev), rustix::fs::minor(dev));
-    fs::write(meta_dir.join("dev"), devnum).map_err(io(&meta_dir))?;
+    let persistent = writes.upper.as_ref().filter(|_| !ctx.mutable.ephemeral());
+    let work = persistent.map(|(_, w)| w.strip_prefix(&ctx.root).unwrap_or(w));
+    let meta = Meta {
+        dir: &meta_path,
+        backing: host.dev(),
+        origin,
+        work_dir: work,
+    };
+    meta.write(&target)?;
+    if writes.upper.is_some() {
+        // The hierarchy takes writes, its meta directory must not: a read-only bind mount.
+        let at = target.join(meta_dir(ctx.class));
+        mount_bind(&at, &at)
+            .and_then(|()| mount_remount(&at, flags | MountFlags::BIND | MountFlags::RDONLY, ""))
+            .map_err(|e| io(&at)(e.into()))?;
+    }
     info!(
-        "merged {} extension(s) into {hier}: {}",
+        "merged {} extension(s) into {hier}{}: {}",
         merged.len(),
+        match writes.upper {
+            Some(_) => format!(" (--mutable={})", ctx.mutable.name()),
+            None => String::new(),
+        },
         merged.join(", ")
     );
     Ok(true)
+}
+
+fn non_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// systemd's flags: read-only and nodev (a confext also nosuid and noexec), `--noexec`
+/// setting or clearing noexec; a hierarchy that takes writes is read-write and noatime.
+fn mount_flags(ctx: &Context, writable: bool) -> MountFlags {
+    let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
+    if ctx.class == Class::Confext {
+        flags |= MountFlags::NOSUID | MountFlags::NOEXEC;
+    }
+    match ctx.noexec {
+        Some(true) => flags |= MountFlags::NOEXEC,
+        Some(false) => flags -= MountFlags::NOEXEC,
+        None => {}
+    }
+    if writable {
+        flags -= MountFlags::RDONLY;
+        flags |= MountFlags::NOATIME;
+    }
+    flags
+}
+
+/// The merged hierarchy's top directory (the meta layer's) gets the host's mode and owner.
+fn keep_mode(top: &Path, host: &fs::Metadata) -> Result<(), MergeError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(top, fs::Permissions::from_mode(host.mode() & 0o7777))
+        .and_then(|()| std::os::unix::fs::chown(top, Some(host.uid()), Some(host.gid())))
+        .map_err(io(top))
+}
+
+/// The meta files written once the overlay is up (`extensions` is written before).
+struct Meta<'a> {
+    dir: &'a Path,
+    /// st_dev of the host hierarchy under the overlay.
+    backing: u64,
+    origin: &'a str,
+    /// A persistent upper's work directory, relative to the root, for unmerge to remove.
+    work_dir: Option<&'a Path>,
+}
+
+impl Meta<'_> {
+    fn write(&self, target: &Path) -> Result<(), MergeError> {
+        let devnum = |d: u64| format!("{}:{}\n", rustix::fs::major(d), rustix::fs::minor(d));
+        let dev = fs::metadata(target).map_err(io(target))?.dev();
+        let mut files = vec![
+            ("dev", devnum(dev)),
+            ("backing", devnum(self.backing)),
+            ("origin", self.origin.to_owned()),
+        ];
+        if let Some(w) = self.work_dir {
+            files.push(("work_dir", format!("{}\n", cescape(&w.to_string_lossy()))));
+        }
+        for (name, text) in files {
+            let path = self.dir.join(name);
+            fs::write(&path, text).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+}
+
+/// systemd's `cescape`: backslash, quotes and control characters as C escapes.
+fn cescape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '\\' => out += "\\\\",
+            '"' => out += "\\\"",
+            '\'' => out += "\\'",
+            '\n' => out += "\\n",
+            '\t' => out += "\\t",
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out += &format!("\\x{:02x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// systemd's `cunescape` of what [`cescape`] writes.
+fn cunescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                out.extend(u8::from_str_radix(&hex, 16).ok().map(char::from));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 /// `root/rel` with symlinks resolved inside `root` (an `R/opt -> /opt` is R's own /opt, never
@@ -533,16 +784,19 @@ pub struct Merged {
     pub hierarchy: String,
     pub extensions: Vec<String>,
     pub since: i64,
+    /// A persistent mutable merge's work directory, relative to the root.
+    pub work_dir: Option<PathBuf>,
 }
 
-/// The merge on `root/h`, if it carries one: its meta `dev` must match the mount's st_dev.
-pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
+/// The merge of `class` on `root/h`, if it carries one: its meta `dev` must match the
+/// mount's st_dev.
+pub fn status_of(root: &Path, class: Class, h: &str) -> Option<Merged> {
     let target = discover::chase(root, Path::new(h))?;
-    let meta = target.join(META);
+    let meta = meta_dir(class);
     // Read inside the hierarchy, regular files only: a FIFO or a device cannot stall us.
     let tree = Dir::open(&target).ok()?;
     let small = |name: &str, max| {
-        let bytes = tree.read_file(&format!("{META}/{name}"), max).ok()?;
+        let bytes = tree.read_file(&format!("{meta}/{name}"), max).ok()?;
         String::from_utf8(bytes).ok()
     };
     let dev = small("dev", 64)?;
@@ -556,7 +810,7 @@ pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
         return None;
     }
     let names = small("extensions", 16 << 20).unwrap_or_default();
-    let since = fs::metadata(meta.join("dev"))
+    let since = fs::metadata(target.join(meta).join("dev"))
         .map(|m| m.mtime())
         .unwrap_or(0);
     Some(Merged {
@@ -567,29 +821,41 @@ pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
             .map(str::to_owned)
             .collect(),
         since,
+        work_dir: small("work_dir", 8192).map(|w| PathBuf::from(cunescape(w.trim_end()))),
     })
 }
 
-/// Every merged hierarchy under `root`.
-pub fn status(root: &Path) -> Vec<Merged> {
-    hierarchies()
+/// Every merged hierarchy of `class` under `root`.
+pub fn status(root: &Path, class: Class) -> Vec<Merged> {
+    hierarchies(class)
         .iter()
-        .filter_map(|h| status_of(root, h))
+        .filter_map(|h| status_of(root, class, h))
         .collect()
 }
 
-/// Unmounts every merged hierarchy under `root` (ours or systemd-sysext's); returns them.
-pub fn unmerge(root: &Path) -> Result<Vec<String>, MergeError> {
+/// Unmounts every merged hierarchy of `class` under `root` (ours or systemd's), with the
+/// read-only bind mount of a mutable merge's meta directory and its work directory; returns
+/// them.
+pub fn unmerge(root: &Path, class: Class) -> Result<Vec<String>, MergeError> {
     let mut done = Vec::new();
-    for h in hierarchies() {
-        while status_of(root, &h).is_some() {
+    for h in hierarchies(class) {
+        while let Some(merged) = status_of(root, class, &h) {
             let Some(target) = discover::chase(root, Path::new(&h)) else {
                 break;
             };
+            // EINVAL: not a mount point (a read-only merge has no bind mount there).
+            let _ = unmount(target.join(meta_dir(class)), UnmountFlags::DETACH);
             unmount(&target, UnmountFlags::DETACH).map_err(|e| MergeError::Unmount {
                 hierarchy: format!("/{h}"),
                 source: e.into(),
             })?;
+            let inside = |w: &PathBuf| w.components().all(|c| matches!(c, Component::Normal(_)));
+            if let Some(work) = merged.work_dir.filter(inside) {
+                let work = root.join(work);
+                if let Err(e) = fs::remove_dir_all(&work) {
+                    log::warn!("removing {}: {e}", work.display());
+                }
+            }
             info!("unmerged /{h}");
             done.push(format!("/{h}"));
         }

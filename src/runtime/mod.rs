@@ -7,5 +7,6 @@ pub mod enroll;
 pub mod keyring;
 pub mod loopdev;
 pub mod merge;
+pub mod mutable;
 pub mod policy;
 pub mod verbs;

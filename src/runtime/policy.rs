@@ -18,6 +18,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::format::release::Class;
+
 /// Partition designators in systemd's `PartitionDesignator` order, which is also the output order.
 const DESIGNATORS: [&str; 13] = [
     "root",
@@ -157,10 +159,36 @@ impl Policy {
         Policy::root_usr(SIGNED | ABSENT)
     }
 
-    /// Ours in boot mode: `root=signed+absent:usr=signed+absent` with the default `=ignore`,
-    /// which is exactly systemd's strict sysext policy.
-    pub fn boot_default() -> Policy {
-        Policy::sysext_strict()
+    /// systemd's `image_policy_confext`: only the root partition counts (/etc is all a confext
+    /// carries); verity, signed, encrypted, unprotected or absent.
+    pub fn confext() -> Policy {
+        let mut policy = Policy::with_default(IGNORE);
+        policy.entries[ROOT] = Some(extend(VERITY | SIGNED | ENCRYPTED | UNPROTECTED | ABSENT));
+        policy
+    }
+
+    /// systemd's `image_policy_confext_strict`: the root partition signed or absent.
+    pub fn confext_strict() -> Policy {
+        let mut policy = Policy::with_default(IGNORE);
+        policy.entries[ROOT] = Some(extend(SIGNED | ABSENT));
+        policy
+    }
+
+    /// The class's default: systemd's, or its strict one (for /.extra, which systemd-stub
+    /// fills from the untrusted ESP).
+    pub fn default_for(class: Class, strict: bool) -> Policy {
+        match (class, strict) {
+            (Class::Sysext, false) => Policy::sysext(),
+            (Class::Sysext, true) => Policy::sysext_strict(),
+            (Class::Confext, false) => Policy::confext(),
+            (Class::Confext, true) => Policy::confext_strict(),
+        }
+    }
+
+    /// Ours in boot mode: the strict policy of the class (`root=signed+absent:usr=signed+absent`
+    /// for a sysext) with the default `=ignore`, exactly systemd's strict policies.
+    pub fn boot_default(class: Class) -> Policy {
+        Policy::default_for(class, true)
     }
 
     /// May a `designator` ("root"/"usr") partition offering `available` be used, and how?
@@ -668,9 +696,19 @@ mod tests {
             "root=signed+absent:usr=signed+absent"
         );
         assert_eq!(
-            Policy::boot_default(),
+            Policy::boot_default(Class::Sysext),
             parse("root=signed+absent:usr=signed+absent:=unused+absent")
         );
+        assert_eq!(
+            Policy::confext().to_string(),
+            "root=verity+signed+encrypted+unprotected+absent"
+        );
+        assert_eq!(
+            Policy::boot_default(Class::Confext).to_string(),
+            "root=signed+absent"
+        );
+        // A confext's usr partition is ignored: nothing in it counts.
+        assert!(Policy::confext().decide("usr", Signed).is_err());
     }
 
     #[test]
@@ -680,7 +718,7 @@ mod tests {
                 decisions(&Policy::sysext(), d),
                 [Ok(Unprotected), Ok(Verity), Ok(Signed)]
             );
-            for strict in [Policy::sysext_strict(), Policy::boot_default()] {
+            for strict in [Policy::sysext_strict(), Policy::boot_default(Class::Sysext)] {
                 let got = decisions(&strict, d);
                 assert_eq!(
                     got[0].as_ref().unwrap_err().to_string(),

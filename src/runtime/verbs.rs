@@ -1,12 +1,13 @@
-//! The systemd-sysext verbs — merge, unmerge, refresh, status, list — over a root directory,
-//! with text or JSON output.
+//! The systemd-sysext and systemd-confext verbs — merge, unmerge, refresh, status, list — over
+//! a root directory, with text or JSON output, and the service-manager reload extensions ask
+//! for.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use crate::format::gpt::Arch;
-use crate::format::release::{Release, Scope};
+use crate::format::release::{Class, Release, Scope};
 use crate::runtime::activate::Context;
 use crate::runtime::discover::{self, chase};
 use crate::runtime::merge::{self, MergeError, Report};
@@ -15,8 +16,14 @@ use crate::runtime::policy::Policy;
 /// Where images and meta layers live while merged.
 pub const STAGING: &str = "/run/initrd-sysext";
 
-/// The check context for `root`: its scope (initrd when `etc/initrd-release` exists) and release.
-pub fn context(root: &Path, policy: Option<Policy>, userspace_verity: bool) -> Context {
+/// The check context for `class` under `root`: its scope (initrd when `etc/initrd-release`
+/// exists) and release.
+pub fn context(
+    root: &Path,
+    class: Class,
+    policy: Option<Policy>,
+    userspace_verity: bool,
+) -> Context {
     let initrd = chase(root, Path::new("etc/initrd-release")).is_some_and(|p| p.exists());
     let candidates: &[&str] = match initrd {
         true => &["etc/initrd-release", "etc/os-release", "usr/lib/os-release"],
@@ -36,8 +43,10 @@ pub fn context(root: &Path, policy: Option<Policy>, userspace_verity: bool) -> C
         policy,
         userspace_verity,
         staging: PathBuf::from(STAGING),
+        class,
         force: false,
-        noexec: false,
+        noexec: None,
+        mutable: Default::default(),
     }
 }
 
@@ -54,16 +63,16 @@ pub fn merge(ctx: &Context) -> Result<Report, MergeError> {
     merge::merge(ctx, ctx.scope == Scope::Initrd)
 }
 
-/// `refresh`: unmerge what is merged, then merge again.
-pub fn refresh(ctx: &Context) -> Result<Report, MergeError> {
-    merge::unmerge(&ctx.root)?;
-    merge(ctx)
+/// `refresh`: unmerge what is merged, then merge again; None when the merged extensions are
+/// the ones there are (and `always` is off).
+pub fn refresh(ctx: &Context, always: bool) -> Result<Option<Report>, MergeError> {
+    merge::refresh(ctx, ctx.scope == Scope::Initrd, always)
 }
 
 /// `status`: one entry per hierarchy, merged or not.
-pub fn status(root: &Path) -> Value {
-    let merged = merge::status(root);
-    merge::hierarchies()
+pub fn status(root: &Path, class: Class) -> Value {
+    let merged = merge::status(root, class);
+    merge::hierarchies(class)
         .iter()
         .map(|h| {
             let m = merged.iter().find(|m| m.hierarchy == format!("/{h}"));
@@ -77,9 +86,43 @@ pub fn status(root: &Path) -> Value {
 }
 
 /// `list`: every extension found, merged or not.
-pub fn list(root: &Path, in_initrd: bool) -> Value {
-    discover::discover(root, in_initrd)
+pub fn list(root: &Path, class: Class, in_initrd: bool) -> Value {
+    discover::discover(root, class, in_initrd)
         .iter()
         .map(|f| json!({"name": f.name, "type": f.kind.name(), "path": f.path, "time": f.mtime}))
         .collect()
+}
+
+/// Whether a merged extension asks for a service-manager reload (`EXTENSION_RELOAD_MANAGER=1`
+/// in its extension-release, read through the merged hierarchy).
+pub fn reload_wanted(root: &Path, class: Class) -> bool {
+    merge::status(root, class).iter().any(|m| {
+        m.extensions.iter().any(|name| {
+            let file = Path::new(class.release_dir()).join(format!("extension-release.{name}"));
+            chase(root, &file)
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| Release::parse(&t).ok())
+                .and_then(|r| {
+                    r.get("EXTENSION_RELOAD_MANAGER")
+                        .and_then(crate::format::unit::boolean)
+                })
+                .unwrap_or(false)
+        })
+    })
+}
+
+/// `systemctl daemon-reload`, when a service manager runs (`/run/systemd/system`); returns
+/// what happened, for the log.
+pub fn reload_manager() -> String {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return "no service manager runs: not reloading".into();
+    }
+    match std::process::Command::new("systemctl")
+        .arg("daemon-reload")
+        .status()
+    {
+        Ok(s) if s.success() => "reloaded the service manager".into(),
+        Ok(s) => format!("systemctl daemon-reload: {s}"),
+        Err(e) => format!("systemctl daemon-reload: {e}"),
+    }
 }

@@ -1,0 +1,216 @@
+//! `--mutable=`: whether a merged hierarchy takes writes and where they go, as systemd-sysext
+//! (≥ 256) decides it: a persistent upper directory under `/var/lib/extensions.mutable/<hier>`
+//! (`/var/lib/confexts.mutable/` for confexts) with its work directory beside it, an
+//! ephemeral one on a tmpfs, or that directory imported read-only as a layer.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::format::release::Class;
+use crate::runtime::discover::chase;
+
+/// systemd's mutable modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mutable {
+    /// Read-only (systemd's default).
+    #[default]
+    No,
+    /// Writes go to the mutable directory, created when missing.
+    Yes,
+    /// Writable when the mutable directory exists, else read-only.
+    Auto,
+    /// The mutable directory, if any, is a read-only layer.
+    Import,
+    /// Writes go to a tmpfs and are gone after unmerge.
+    Ephemeral,
+    /// Import and ephemeral together.
+    EphemeralImport,
+}
+
+impl Mutable {
+    const NAMES: [(&'static str, Mutable); 6] = [
+        ("no", Mutable::No),
+        ("yes", Mutable::Yes),
+        ("auto", Mutable::Auto),
+        ("import", Mutable::Import),
+        ("ephemeral", Mutable::Ephemeral),
+        ("ephemeral-import", Mutable::EphemeralImport),
+    ];
+
+    /// A mode's name; booleans in every systemd spelling mean yes and no.
+    pub fn from_name(s: &str) -> Option<Mutable> {
+        match crate::format::unit::boolean(s) {
+            Some(true) => Some(Mutable::Yes),
+            Some(false) => Some(Mutable::No),
+            None => Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, m)| *m),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, m)| *m == self).unwrap().0
+    }
+
+    /// The mutable directory is a read-only lower layer.
+    pub fn imports(self) -> bool {
+        matches!(self, Mutable::Import | Mutable::EphemeralImport)
+    }
+
+    pub fn ephemeral(self) -> bool {
+        matches!(self, Mutable::Ephemeral | Mutable::EphemeralImport)
+    }
+}
+
+/// A hierarchy as one path component: `usr`, `opt`, `foo.bar` for `/foo/bar`.
+pub fn component(h: &str) -> String {
+    h.trim_matches('/').replace('/', ".")
+}
+
+/// The mutable directory of hierarchy `h`, relative to the root.
+pub fn dir(class: Class, h: &str) -> PathBuf {
+    let base = match class {
+        Class::Sysext => "var/lib/extensions.mutable",
+        Class::Confext => "var/lib/confexts.mutable",
+    };
+    Path::new(base).join(component(h))
+}
+
+/// Where writes to one hierarchy go.
+#[derive(Debug, Default)]
+pub struct Layers {
+    /// The mutable directory imported as a read-only layer just below the meta layer.
+    pub import: Option<PathBuf>,
+    /// Upper and work directories (a persistent upper's work directory is recorded in the meta
+    /// so that unmerge removes it).
+    pub upper: Option<(PathBuf, PathBuf)>,
+    /// The upper directory is the hierarchy itself: it is no lower layer then.
+    pub upper_is_hierarchy: bool,
+}
+
+/// The layers `mode` gives hierarchy `h` (at `target`) under `root`; `ephemeral` is a fresh
+/// directory on a tmpfs for an ephemeral mode's upper and work directories.
+pub fn layers(
+    root: &Path,
+    class: Class,
+    h: &str,
+    target: &Path,
+    mode: Mutable,
+    ephemeral: &Path,
+) -> Result<Layers, String> {
+    let rel = dir(class, h);
+    if mode == Mutable::Yes {
+        let full = root.join(&rel);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&full)
+            .map_err(|e| format!("creating {}: {e}", full.display()))?;
+    }
+    let existing = match mode {
+        Mutable::No | Mutable::Ephemeral => None,
+        _ => chase(root, &rel).filter(|p| p.is_dir()),
+    };
+    let mut out = Layers::default();
+    if mode.ephemeral() {
+        out.upper = Some(on_tmpfs(ephemeral, h)?);
+    } else if let Some(upper) = existing.as_ref().filter(|_| !mode.imports()) {
+        out.upper_is_hierarchy = same_inode(upper, target);
+        out.upper = Some(persistent(upper, h)?);
+    }
+    if mode.imports() {
+        out.import = existing;
+    }
+    Ok(out)
+}
+
+/// An ephemeral upper directory and its work directory, in `tmpfs`.
+fn on_tmpfs(tmpfs: &Path, h: &str) -> Result<(PathBuf, PathBuf), String> {
+    let c = component(h);
+    let (upper, work) = (tmpfs.join(&c), tmpfs.join(format!(".systemd-{c}-workdir")));
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    Ok((upper, work))
+}
+
+/// A persistent upper directory and its work directory `.systemd-<hier>-workdir` beside it
+/// (overlayfs wants both on one filesystem, and the upper writable).
+fn persistent(upper: &Path, h: &str) -> Result<(PathBuf, PathBuf), String> {
+    let stat = rustix::fs::statvfs(upper).map_err(|e| format!("{}: {e}", upper.display()))?;
+    if stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Err(format!(
+            "{}: read-only: it cannot take the writes to /{h}",
+            upper.display()
+        ));
+    }
+    let parent = upper.parent().unwrap_or(upper);
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    if dev(parent) != dev(upper) {
+        return Err(format!(
+            "{}: its parent is another filesystem, where overlayfs cannot keep its work directory",
+            upper.display()
+        ));
+    }
+    let work = parent.join(format!(".systemd-{}-workdir", component(h)));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&work)
+        .map_err(|e| format!("creating {}: {e}", work.display()))?;
+    Ok((upper.to_owned(), work))
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_booleans() {
+        assert_eq!(
+            Mutable::from_name("ephemeral-import"),
+            Some(Mutable::EphemeralImport)
+        );
+        assert_eq!(Mutable::from_name("on"), Some(Mutable::Yes));
+        assert_eq!(Mutable::from_name("0"), Some(Mutable::No));
+        assert_eq!(Mutable::from_name("sometimes"), None);
+        assert_eq!(Mutable::Auto.name(), "auto");
+        assert_eq!(
+            dir(Class::Confext, "/etc"),
+            Path::new("var/lib/confexts.mutable/etc")
+        );
+        assert_eq!(component("/foo/bar/"), "foo.bar");
+    }
+
+    #[test]
+    fn layers_per_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, eph) = (d.path().join("root"), d.path().join("eph"));
+        let usr = root.join("usr");
+        fs::create_dir_all(&usr).unwrap();
+        let get = |m| layers(&root, Class::Sysext, "usr", &usr, m, &eph).unwrap();
+        // Without the mutable directory: auto and import change nothing.
+        for m in [Mutable::No, Mutable::Auto, Mutable::Import] {
+            let l = get(m);
+            assert!(l.upper.is_none() && l.import.is_none(), "{m:?}");
+        }
+        let l = get(Mutable::Ephemeral);
+        assert_eq!(l.upper.unwrap().0, eph.join("usr"));
+        // yes creates it (0700) with the work directory beside it; auto then uses it.
+        let m = root.join("var/lib/extensions.mutable/usr");
+        let work = root.join("var/lib/extensions.mutable/.systemd-usr-workdir");
+        assert_eq!(get(Mutable::Yes).upper, Some((m.clone(), work.clone())));
+        assert_eq!(fs::metadata(&m).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(get(Mutable::Auto).upper, Some((m.clone(), work)));
+        let l = get(Mutable::Import);
+        assert_eq!((l.import, l.upper), (Some(m.clone()), None));
+        let l = get(Mutable::EphemeralImport);
+        assert_eq!((l.import, l.upper.unwrap().0), (Some(m), eph.join("usr")));
+    }
+}
