@@ -150,11 +150,12 @@ impl Class {
         }
     }
 
-    /// The os-release an OS image carries and an extension must not.
-    pub fn os_release(self) -> &'static str {
+    /// The meta file listing a merge's extensions (`.systemd-sysext/extensions`,
+    /// `.systemd-confext/confexts`).
+    pub fn plural(self) -> &'static str {
         match self {
-            Class::Sysext => "usr/lib/os-release",
-            Class::Confext => "etc/os-release",
+            Class::Sysext => "extensions",
+            Class::Confext => "confexts",
         }
     }
 }

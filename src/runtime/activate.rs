@@ -417,19 +417,18 @@ fn open_tree(path: &Path) -> Result<Dir, ActivateError> {
     })
 }
 
-/// Reads the extension's extension-release and checks it against the host (SPEC §3). An
-/// os-release in it (`usr/lib/os-release`, a confext's `etc/os-release`) makes it an OS
-/// image, refused as systemd does unless `--force`.
+/// Reads the extension's extension-release and checks it against the host (SPEC §3). A
+/// `usr/lib/os-release` in it makes it an OS image, refused as systemd does unless `--force`
+/// (a confext too, as systemd 262 does; a confext's `etc/os-release` is allowed, as there).
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
     let (dir, os_release) = match a.usr_only {
         true => ("lib/extension-release.d", "lib/os-release"),
-        false => (ctx.class.release_dir(), ctx.class.os_release()),
+        false => (ctx.class.release_dir(), "usr/lib/os-release"),
     };
     if !ctx.force && a.tree.open_in(os_release, OFlags::PATH).is_ok() {
-        return Err(ActivateError::Layout(format!(
-            "it holds {}: an OS image, not an extension",
-            ctx.class.os_release()
-        )));
+        return Err(ActivateError::Layout(
+            "it holds usr/lib/os-release: an OS image, not an extension".into(),
+        ));
     }
     let (path, text) = match fs::release_file(&a.tree, dir, &a.name) {
         Ok(found) => found,

@@ -395,7 +395,7 @@ fn overlay(
         .rev()
         .map(|a| format!("{}\n", a.name))
         .collect();
-    fs::write(meta_path.join("extensions"), list).map_err(io(&meta_path))?;
+    fs::write(meta_path.join(ctx.class.plural()), list).map_err(io(&meta_path))?;
     let eph = ws.dir.join("e");
     let writes =
         mutable::layers(&ctx.root, ctx.class, h, &target, ctx.mutable, &eph).map_err(|what| {
@@ -809,7 +809,7 @@ pub fn status_of(root: &Path, class: Class, h: &str) -> Option<Merged> {
     if dev.trim() != now {
         return None;
     }
-    let names = small("extensions", 16 << 20).unwrap_or_default();
+    let names = small(class.plural(), 16 << 20).unwrap_or_default();
     let since = fs::metadata(target.join(meta).join("dev"))
         .map(|m| m.mtime())
         .unwrap_or(0);
