@@ -14,7 +14,7 @@ use openssl::x509::X509;
 use crate::build::modules::{self, Modules, ModulesError};
 use crate::build::output::{self, Output, OutputError, Outputs};
 use crate::format::gpt::{self, Arch, Designator, GptError, NewPartition, Role};
-use crate::format::release::{self, Release, ReleaseError};
+use crate::format::release::{self, Class, Release, ReleaseError};
 use crate::format::signature::{self, SignatureError, SignatureJson};
 use crate::format::uuid::Uuid;
 use crate::format::verity::{self, VerityError};
@@ -95,24 +95,34 @@ impl VerityMode {
 pub struct Hierarchies {
     pub usr: bool,
     pub opt: bool,
+    /// A confext's only one.
+    pub etc: bool,
 }
 
 impl Hierarchies {
     pub const ALL: Hierarchies = Hierarchies {
         usr: true,
         opt: true,
+        etc: false,
+    };
+    pub const ETC: Hierarchies = Hierarchies {
+        usr: false,
+        opt: false,
+        etc: true,
     };
 
     fn contains(self, name: &OsStr) -> bool {
-        (self.usr && name == "usr") || (self.opt && name == "opt")
+        (self.usr && name == "usr") || (self.opt && name == "opt") || (self.etc && name == "etc")
     }
 
-    fn describe(self) -> &'static str {
-        match (self.usr, self.opt) {
-            (true, true) => "usr/ and opt/",
-            (true, false) => "usr/",
-            (false, true) => "opt/",
-            (false, false) => "nothing",
+    fn describe(self) -> String {
+        let names: Vec<&str> = [(self.usr, "usr/"), (self.opt, "opt/"), (self.etc, "etc/")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        match names.is_empty() {
+            true => "nothing".into(),
+            false => names.join(" and "),
         }
     }
 }
@@ -176,6 +186,8 @@ pub struct Spec {
     /// Kernel modules (and firmware) added to the tree.
     pub modules: Option<Modules>,
     pub name: String,
+    /// A system extension (usr/, opt/) or a configuration extension (etc/).
+    pub class: Class,
     pub version: Option<String>,
     pub scope: String,
     pub identity: Identity,
@@ -198,6 +210,7 @@ impl Spec {
             base: None,
             modules: None,
             name,
+            class: Class::Sysext,
             version: None,
             scope: "initrd".into(),
             identity: Identity::Derived,
@@ -299,6 +312,12 @@ fn validate(spec: &Spec) -> Result<(), BuildError> {
     if (spec.layout.verity == VerityMode::Signed) != spec.signing.is_some() {
         return bad("--verity signed needs --key and --cert (and they need it)".into());
     }
+    if spec.class == Class::Confext && spec.layout.designator == Designator::Usr {
+        return bad("a confext is a root partition (it carries etc/): drop --partition usr".into());
+    }
+    if spec.class == Class::Confext && spec.modules.is_some() {
+        return bad("kernel modules go into a sysext, not a confext".into());
+    }
     if spec.layout.designator == Designator::Usr && spec.layout.verity == VerityMode::Off {
         warn!("a usr partition without verity is accepted by systemd only under a permissive image policy");
     }
@@ -336,7 +355,8 @@ fn extension_tree(spec: &Spec, mtime: i64) -> Result<Tree, BuildError> {
         modules::add(&mut tree, m, spec.base.as_deref(), mtime)?;
     }
     let rel_path = format!(
-        "usr/lib/extension-release.d/extension-release.{}",
+        "{}/extension-release.{}",
+        spec.class.release_dir(),
         spec.name
     );
     let release = extension_release(spec, &tree, &rel_path)?;
@@ -405,7 +425,8 @@ fn keep_hierarchies(full: &Tree, hier: Hierarchies, base: Option<&Path>) -> Tree
         let top = rel.components().next().map(|c| c.as_os_str().to_owned());
         let carried = top.is_some_and(|c| hier.contains(&c));
         let dir = matches!(t.nodes[id].kind, Kind::Dir { .. });
-        carried && rel != Path::new("usr/lib/os-release") && (dir || !in_base(&rel))
+        let os_release = ["usr/lib/os-release", "etc/os-release"].map(Path::new);
+        carried && !os_release.contains(&rel.as_path()) && (dir || !in_base(&rel))
     });
     let pruned = match base {
         Some(b) => kept.prune_empty_dirs(|rel| b.join(rel).is_dir()),
@@ -432,20 +453,22 @@ fn extension_release(spec: &Spec, tree: &Tree, rel_path: &str) -> Result<String,
         _ => Release::default(),
     };
     let mut derived = Release::default();
+    let class = spec.class;
     if existing.get("ID").is_none() {
         let (id, version_id, level) = identity(spec)?;
         derived.set("ID", &id);
-        for (k, v) in [("VERSION_ID", version_id), ("SYSEXT_LEVEL", level)] {
+        for (k, v) in [("VERSION_ID", version_id), (class.level_key(), level)] {
             if let Some(v) = v {
                 derived.set(k, &v);
             }
         }
     }
+    let prefix = class.level_key().trim_end_matches("_LEVEL");
     derived.set("ARCHITECTURE", spec.layout.arch.name());
-    derived.set("SYSEXT_SCOPE", &spec.scope);
-    derived.set("SYSEXT_ID", &spec.name);
+    derived.set(class.scope_key(), &spec.scope);
+    derived.set(&format!("{prefix}_ID"), &spec.name);
     if let Some(v) = &spec.version {
-        derived.set("SYSEXT_VERSION_ID", v);
+        derived.set(&format!("{prefix}_VERSION_ID"), v);
     }
     let mut release = existing.clone();
     for (k, v) in derived.fields {
@@ -463,7 +486,7 @@ fn parse_release(path: &Path, text: &str) -> Result<Release, BuildError> {
     })
 }
 
-/// (ID, VERSION_ID, SYSEXT_LEVEL) from the identity source.
+/// (ID, VERSION_ID, SYSEXT_LEVEL or CONFEXT_LEVEL) from the identity source.
 fn identity(spec: &Spec) -> Result<(String, Option<String>, Option<String>), BuildError> {
     let file = match &spec.identity {
         Identity::Explicit { id, version_id } => return Ok((id.clone(), version_id.clone(), None)),
@@ -493,7 +516,11 @@ fn identity(spec: &Spec) -> Result<(String, Option<String>, Option<String>), Bui
         .filter(|s| !s.is_empty())
         .ok_or_else(|| BuildError::Invalid(format!("{}: has no ID=", file.display())))?;
     let get = |k| r.get(k).filter(|s| !s.is_empty()).map(str::to_owned);
-    Ok((id.to_owned(), get("VERSION_ID"), get("SYSEXT_LEVEL")))
+    Ok((
+        id.to_owned(),
+        get("VERSION_ID"),
+        get(spec.class.level_key()),
+    ))
 }
 
 fn write_fs(

@@ -12,9 +12,10 @@ use crate::build::initrd::{self, Compression};
 use crate::build::modules::{self, Modules};
 use crate::build::repart::{self, Flags};
 use crate::build::sign::Signer;
-use crate::build::sysext::{self, FsKind, Identity, Spec, VerityMode};
+use crate::build::sysext::{self, FsKind, Hierarchies, Identity, Spec, VerityMode};
 use crate::build::{output, project, uki};
 use crate::format::gpt::{Arch, Designator};
+use crate::format::release::Class;
 use crate::format::uuid::Uuid;
 use crate::image::certs;
 use crate::tree;
@@ -23,7 +24,8 @@ use crate::tree;
 pub fn build(p: &mut Parser) -> Result<(), CliError> {
     match p.next()? {
         Some(Value(v)) => match v.string()?.as_str() {
-            "sysext" => SysextArgs::parse(p)?.run(),
+            "sysext" => SysextArgs::parse(p)?.run(Class::Sysext),
+            "confext" => SysextArgs::parse(p)?.run(Class::Confext),
             "initrd" => build_initrd(p),
             "extension-cpio" => build_extension_cpio(p),
             "uki" => build_uki(p),
@@ -161,7 +163,7 @@ impl SysextArgs {
     }
 
     /// The build's specification: the flags checked against each other, the layout decided.
-    fn spec(self) -> Result<Spec, CliError> {
+    fn spec(self, class: Class) -> Result<Spec, CliError> {
         let tree = required(self.tree, "--tree")?;
         let name = required(self.name, "--name")?;
         let output = required(self.output, "--output")?;
@@ -177,8 +179,11 @@ impl SysextArgs {
             (None, None) => None,
             _ => return Err(usage("--key and --cert go together")),
         };
-        let layout = repart::layout(self.flags, self.definitions.as_deref(), signing.is_some())
+        let mut layout = repart::layout(self.flags, self.definitions.as_deref(), signing.is_some())
             .map_err(failed)?;
+        if class == Class::Confext {
+            layout.hierarchies = Hierarchies::ETC;
+        }
         let output = expand_output(&output, layout.arch, self.version.as_deref())?;
         let modules = modules_spec(
             self.modules,
@@ -190,6 +195,7 @@ impl SysextArgs {
             }),
         )?;
         let mut s = Spec::new(tree, name, output, layout);
+        s.class = class;
         s.extra_trees = self.extra_trees;
         s.base = self.base;
         s.modules = modules;
@@ -206,8 +212,8 @@ impl SysextArgs {
         Ok(s)
     }
 
-    fn run(self) -> Result<(), CliError> {
-        let r = sysext::build(&self.spec()?).map_err(failed)?;
+    fn run(self, class: Class) -> Result<(), CliError> {
+        let r = sysext::build(&self.spec(class)?).map_err(failed)?;
         println!("{}", r.output.display());
         log::info!(
             "{} entries, {} content bytes, filesystem {} bytes, image {} bytes, seed {}, {:.2}s",

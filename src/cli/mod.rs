@@ -20,7 +20,7 @@ pub const USAGE: &str = "\
 usage: initrd-sysext [-v] COMMAND ...
 
   genkey --key K --cert C [--cn NAME] [--days N] [--ca-key K --ca-cert C] [--force]
-  build sysext --tree DIR [--extra-tree SRC[:DST]]... [--base DIR] --name NAME [--version V] [--scope SCOPES]
+  build sysext|confext --tree DIR [--extra-tree SRC[:DST]]... [--base DIR] --name NAME [--version V] [--scope SCOPES]
                [--id ID [--version-id V] | --os-release FILE] [--arch x86-64|arm64]
                [--fs erofs|squashfs] [--partition root|usr] [--verity signed|defer|hash|off]
                [--key K --cert C] [--seed UUID] [--split] [--force] --output OUT.raw

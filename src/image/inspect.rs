@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::format::gpt::{self, Designator};
 use crate::format::lookup::Filesystem;
-use crate::format::release::{self, Release};
+use crate::format::release::{self, Class, Release};
 use crate::format::{erofs, hex, kmod, pe, signature, squashfs};
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs;
@@ -104,7 +104,7 @@ fn signature_info(d: &Dissected, certs: &[X509]) -> Value {
 }
 
 /// The extension-release file as JSON (its path in the image and its fields, or why it could
-/// not be read) and the `SYSEXT_SCOPE` it declares.
+/// not be read) and the `SYSEXT_SCOPE` (a confext's `CONFEXT_SCOPE`) it declares.
 fn release_info(release: Result<(String, Release), String>) -> (Value, Value) {
     match release {
         Ok((file, rel)) => {
@@ -113,7 +113,10 @@ fn release_info(release: Result<(String, Release), String>) -> (Value, Value) {
                 .iter()
                 .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
                 .collect();
-            let scope = rel.get("SYSEXT_SCOPE").unwrap_or("system portable");
+            let scope = [Class::Sysext, Class::Confext]
+                .iter()
+                .find_map(|c| rel.get(c.scope_key()))
+                .unwrap_or("system portable");
             (json!({ "file": file, "fields": fields }), json!(scope))
         }
         Err(error) => (json!({ "error": error }), Value::Null),
@@ -159,9 +162,16 @@ fn read_contents(path: &Path, d: &Dissected) -> Contents {
 }
 
 /// The [`Contents`] of `fs`, whose `/usr` is at `usr` (`usr/` or the root).
+/// A root partition without `usr/lib/extension-release.d` may be a confext
+/// (`etc/extension-release.d`).
 fn contents<R: Filesystem>(fs: &R, usr: &str, name: &str) -> Contents {
+    let sysext = find_release(fs, &format!("{usr}lib/extension-release.d"), name);
+    let confext = || find_release(fs, Class::Confext.release_dir(), name);
     Contents {
-        release: find_release(fs, &format!("{usr}lib/extension-release.d"), name),
+        release: match sysext {
+            Err(e) if !usr.is_empty() => confext().map_err(|_| e),
+            r => r,
+        },
         modules: modules(fs, &format!("{usr}lib/modules")),
     }
 }

@@ -335,6 +335,7 @@ fn copied(data: &Partition) -> Result<Hierarchies, RepartError> {
     let mut h = Hierarchies {
         usr: false,
         opt: false,
+        etc: false,
     };
     for &(entry, line) in &data.copy {
         match (entry, usr_partition) {
@@ -412,7 +413,8 @@ mod tests {
             d.hierarchies,
             Hierarchies {
                 usr: true,
-                opt: false
+                opt: false,
+                etc: false
             }
         );
         let flags = |o: &PartitionOverride| (o.label.clone(), o.flags);
@@ -453,7 +455,8 @@ mod tests {
             d.hierarchies,
             Hierarchies {
                 usr: true,
-                opt: false
+                opt: false,
+                etc: false
             }
         );
         let both = gpt::FLAG_READ_ONLY | gpt::FLAG_GROW_FS;
