@@ -219,7 +219,7 @@ fn mutable_origin(ctx: &Context) -> serde_json::Value {
         .map(|h| {
             let dir = match ctx.mutable.ephemeral() {
                 true => ctx.staging.join(mutable::component(h)),
-                false => Path::new("/").join(mutable::dir(ctx.class, h)),
+                false => Path::new("/").join(mutable::dir(h)),
             };
             (format!("/{h}"), serde_json::json!(dir))
         })
@@ -397,13 +397,12 @@ fn overlay(
         .collect();
     fs::write(meta_path.join(ctx.class.plural()), list).map_err(io(&meta_path))?;
     let eph = ws.dir.join("e");
-    let writes =
-        mutable::layers(&ctx.root, ctx.class, h, &target, ctx.mutable, &eph).map_err(|what| {
-            MergeError::Mutable {
-                mode: ctx.mutable.name(),
-                what,
-            }
-        })?;
+    let writes = mutable::layers(&ctx.root, h, &target, ctx.mutable, &eph).map_err(|what| {
+        MergeError::Mutable {
+            mode: ctx.mutable.name(),
+            what,
+        }
+    })?;
     // Relative layer paths resolve from the staging directory.
     let _cwd = Cwd::enter(dir.as_fd()).map_err(|e| io(&staged)(e.into()))?;
     let grouped = names.len() + 2 > OVL_MAX_STACK;

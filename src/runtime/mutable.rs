@@ -1,13 +1,13 @@
 //! `--mutable=`: whether a merged hierarchy takes writes and where they go, as systemd-sysext
 //! (≥ 256) decides it: a persistent upper directory under `/var/lib/extensions.mutable/<hier>`
-//! (`/var/lib/confexts.mutable/` for confexts) with its work directory beside it, an
-//! ephemeral one on a tmpfs, or that directory imported read-only as a layer.
+//! (for confexts too: `/var/lib/extensions.mutable/etc`, as systemd 262 has it) with its work
+//! directory beside it, an ephemeral one on a tmpfs, or that directory imported read-only as
+//! a layer.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::format::release::Class;
 use crate::runtime::discover::chase;
 
 /// systemd's mutable modes.
@@ -67,12 +67,8 @@ pub fn component(h: &str) -> String {
 }
 
 /// The mutable directory of hierarchy `h`, relative to the root.
-pub fn dir(class: Class, h: &str) -> PathBuf {
-    let base = match class {
-        Class::Sysext => "var/lib/extensions.mutable",
-        Class::Confext => "var/lib/confexts.mutable",
-    };
-    Path::new(base).join(component(h))
+pub fn dir(h: &str) -> PathBuf {
+    Path::new("var/lib/extensions.mutable").join(component(h))
 }
 
 /// Where writes to one hierarchy go.
@@ -91,13 +87,12 @@ pub struct Layers {
 /// directory on a tmpfs for an ephemeral mode's upper and work directories.
 pub fn layers(
     root: &Path,
-    class: Class,
     h: &str,
     target: &Path,
     mode: Mutable,
     ephemeral: &Path,
 ) -> Result<Layers, String> {
-    let rel = dir(class, h);
+    let rel = dir(h);
     if mode == Mutable::Yes {
         let full = root.join(&rel);
         fs::DirBuilder::new()
@@ -181,10 +176,7 @@ mod tests {
         assert_eq!(Mutable::from_name("0"), Some(Mutable::No));
         assert_eq!(Mutable::from_name("sometimes"), None);
         assert_eq!(Mutable::Auto.name(), "auto");
-        assert_eq!(
-            dir(Class::Confext, "/etc"),
-            Path::new("var/lib/confexts.mutable/etc")
-        );
+        assert_eq!(dir("/etc"), Path::new("var/lib/extensions.mutable/etc"));
         assert_eq!(component("/foo/bar/"), "foo.bar");
     }
 
@@ -194,7 +186,7 @@ mod tests {
         let (root, eph) = (d.path().join("root"), d.path().join("eph"));
         let usr = root.join("usr");
         fs::create_dir_all(&usr).unwrap();
-        let get = |m| layers(&root, Class::Sysext, "usr", &usr, m, &eph).unwrap();
+        let get = |m| layers(&root, "usr", &usr, m, &eph).unwrap();
         // Without the mutable directory: auto and import change nothing.
         for m in [Mutable::No, Mutable::Auto, Mutable::Import] {
             let l = get(m);
