@@ -92,6 +92,9 @@ pub struct Spec {
     /// Certificates boot mode enrolls into `.secondary_trusted_keys`.
     pub secondary_certs: Vec<PathBuf>,
     pub extensions: Vec<PathBuf>,
+    /// `--confext`: configuration extensions, in `/var/lib/confexts` (boot mode's /run is a
+    /// fresh tmpfs).
+    pub confexts: Vec<PathBuf>,
     /// The static binary installed as `/init`.
     pub init: PathBuf,
     /// `--arch`: `/init` and every module must be built for it. Without it, the modules must
@@ -168,6 +171,9 @@ fn assemble(spec: &Spec) -> Result<(Tree, Report), InitrdError> {
     }
     for image in &spec.extensions {
         adder.file_into(&mut tree, "etc/extensions", image)?;
+    }
+    for image in &spec.confexts {
+        adder.file_into(&mut tree, "var/lib/confexts", image)?;
     }
     let report = Report {
         entries: tree.nodes.len(),

@@ -317,6 +317,7 @@ impl InitrdArgs {
             "cert" => s.certs.push(path(p)?),
             "secondary-cert" => s.secondary_certs.push(path(p)?),
             "extension" => s.extensions.push(path(p)?),
+            "confext" => s.confexts.push(path(p)?),
             "init" => s.init = path(p)?,
             "arch" => s.arch = Some(arch(p)?),
             "compress" => self.compress = string(p)?,
