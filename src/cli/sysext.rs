@@ -66,7 +66,7 @@ struct Args {
     cmdline: Option<Cmdline>,
     force: bool,
     noexec: Option<bool>,
-    mutable: Mutable,
+    mutable: Option<Mutable>,
     always_refresh: bool,
     no_reload: bool,
     legend: bool,
@@ -84,7 +84,7 @@ impl Args {
             cmdline: None,
             force: false,
             noexec: None,
-            mutable: Mutable::No,
+            mutable: None,
             always_refresh: false,
             no_reload: false,
             legend: true,
@@ -110,12 +110,12 @@ impl Args {
                 Long("noexec") => a.noexec = Some(boolean(p, "--noexec")?),
                 Long("mutable") => {
                     let mode = string(p)?;
-                    a.mutable = Mutable::from_name(&mode).ok_or_else(|| {
+                    a.mutable = Some(Mutable::from_name(&mode).ok_or_else(|| {
                         usage(format!(
                             "--mutable={mode}: expected a boolean, auto, import, ephemeral or \
                              ephemeral-import"
                         ))
-                    })?;
+                    })?);
                 }
                 Long("always-refresh") => a.always_refresh = boolean(p, "--always-refresh")?,
                 Long("no-reload") => a.no_reload = true,
@@ -186,7 +186,8 @@ pub fn run(p: &mut Parser, class: Class) -> Result<(), CliError> {
     };
     let verb = a.verb.as_str();
     let mut ctx = verbs::context(&a.root, class, a.policy.clone(), a.userspace);
-    (ctx.force, ctx.noexec, ctx.mutable) = (a.force, a.noexec, a.mutable);
+    let mutable = a.mutable.unwrap_or_else(|| Mutable::default_for(class));
+    (ctx.force, ctx.noexec, ctx.mutable) = (a.force, a.noexec, mutable);
     let (root, json, legend, cmdline) = (&a.root, a.json, a.legend, &a.cmdline);
     // A reload after merge/unmerge/refresh when an extension asks for one (not with --root).
     let reload = !a.no_reload && root == std::path::Path::new("/");

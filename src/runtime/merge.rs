@@ -353,10 +353,17 @@ fn overlay(
     origin: &str,
 ) -> Result<bool, MergeError> {
     let hier = format!("/{h}");
-    // A mutable merge takes a hierarchy no extension has, too (as systemd does), when the
-    // host's is there to write over.
+    // In a mutable mode systemd merges the hierarchies no extension has, too: always where
+    // writes have somewhere to go, else where the host's is not empty (an overlay needs two
+    // layers; systemd fails there).
     let host_has = || discover::chase(&ctx.root, Path::new(h)).is_some_and(|p| non_empty_dir(&p));
-    if !layers.iter().any(|a| a.has_hierarchy(h)) && (ctx.mutable == Mutable::No || !host_has()) {
+    let upper = || {
+        ctx.mutable.always_writable()
+            || (ctx.mutable == Mutable::Auto
+                && discover::chase(&ctx.root, &mutable::dir(h)).is_some_and(|p| p.is_dir()))
+    };
+    let unused = ctx.mutable == Mutable::No || !(upper() || host_has());
+    if unused && !layers.iter().any(|a| a.has_hierarchy(h)) {
         return Ok(false);
     }
     let target = match target_of(&ctx.root, Path::new(h)) {

@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::format::release::Class;
 use crate::runtime::discover::chase;
 
 /// systemd's mutable modes.
@@ -54,6 +55,26 @@ impl Mutable {
     /// The mutable directory is a read-only lower layer.
     pub fn imports(self) -> bool {
         matches!(self, Mutable::Import | Mutable::EphemeralImport)
+    }
+
+    /// Writes always have an upper directory (created when missing).
+    pub fn always_writable(self) -> bool {
+        matches!(
+            self,
+            Mutable::Yes | Mutable::Ephemeral | Mutable::EphemeralImport
+        )
+    }
+
+    /// The default: `SYSTEMD_SYSEXT_MUTABLE_MODE` (`SYSTEMD_CONFEXT_MUTABLE_MODE`), else no.
+    pub fn default_for(class: Class) -> Mutable {
+        let var = match class {
+            Class::Sysext => "SYSTEMD_SYSEXT_MUTABLE_MODE",
+            Class::Confext => "SYSTEMD_CONFEXT_MUTABLE_MODE",
+        };
+        std::env::var(var)
+            .ok()
+            .and_then(|v| Mutable::from_name(&v))
+            .unwrap_or_default()
     }
 
     pub fn ephemeral(self) -> bool {
