@@ -20,7 +20,7 @@ fn main() {
     for _ in 0..runs {
         let t = Instant::now();
         let ctx = verbs::context(&root, None, false);
-        let report = verbs::merge(&ctx).expect("merge");
+        let report = verbs::merge(&ctx, &mut |_| ()).expect("merge");
         merges.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
         let t = Instant::now();

@@ -209,7 +209,7 @@ pub fn run(p: &mut Parser) -> Result<(), CliError> {
         _ => {
             let report = match verb {
                 "refresh" => verbs::refresh(&ctx),
-                _ => verbs::merge(&ctx),
+                _ => verbs::merge(&ctx, &mut |_| ()),
             }
             .map_err(failed)?;
             if let Some(c) = &cmdline {

@@ -78,8 +78,13 @@ pub struct Report {
 }
 
 /// Finds, activates and merges every extension under `ctx.root`. One bad extension is
-/// refused (logged with its reason) and the others still merge.
-pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
+/// refused (logged with its reason) and the others still merge. `activated` sees each
+/// extension that will be merged, in merge order (lowest first), before any overlay is mounted.
+pub fn merge(
+    ctx: &Context,
+    in_initrd: bool,
+    activated: &mut dyn FnMut(&Activated),
+) -> Result<Report, MergeError> {
     let hiers = hierarchies();
     for h in &hiers {
         if status_of(&ctx.root, h).is_some() {
@@ -99,6 +104,7 @@ pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
             Err(e) => refuse(&mut report, f, e),
         }
     }
+    active.iter().for_each(&mut *activated);
     // The overlays hold what they use: dropping `active` lets the staging mounts and dm
     // devices go with their last user, whatever the outcome.
     overlay_all(ctx, &workspace, &hiers, &active, &mut report)?;
