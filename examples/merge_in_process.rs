@@ -29,7 +29,7 @@ fn main() {
         let t = Instant::now();
         let mut ctx = verbs::context(&root, class, None, false);
         ctx.mutable = mode.unwrap_or_default();
-        let report = verbs::merge(&ctx).expect("merge");
+        let report = verbs::merge(&ctx, &mut |_| ()).expect("merge");
         merges.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
         let t = Instant::now();

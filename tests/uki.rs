@@ -1,7 +1,8 @@
 //! `build uki` on Debian's systemd-stub and kernel: the sections binutils lists are ours, in
 //! ukify's order and layout, their bytes are the inputs, systemd-measure predicts PCR 11 from
 //! them; same inputs give the same bytes; `inspect` shows them; bad inputs fail clearly and
-//! leave nothing behind; an existing output is kept unless --force.
+//! leave nothing behind; an existing output is kept unless --force. `pcr predict` computes
+//! PCR 13 from the extensions' images.
 
 mod common;
 
@@ -260,4 +261,66 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     // A PE that is not a UKI is inspected as such.
     let v = String::from_utf8(ours_ok(&["inspect", STUB]).stdout).unwrap();
     assert!(v.contains(": pe\n") && v.contains(".sdmagic"), "{v}");
+}
+
+/// `pcr predict` on real images: each extension's event is `sysext:NAME:ROOTHASH:FINGERPRINT`
+/// with what `inspect` shows (a verity-only image without a fingerprint, a directory with
+/// neither), extended in the order given, in the banks asked for and in their order.
+#[test]
+fn pcr_predict_reads_the_images() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, cert) = genkey(d, "k");
+    let tree = d.join("tree");
+    write_tree(&tree, &[("usr/bin/tool", b"tool", 0o755)]);
+    let (signed, hashed, plain) = (d.join("signed.raw"), d.join("hashed.raw"), d.join("tools"));
+    let mut args = build_any(&tree, "signed").to_vec();
+    args.extend(["--key", s(&key), "--cert", s(&cert), "--output", s(&signed)]);
+    ours_ok(&args);
+    let mut args = build_any(&tree, "hashed").to_vec();
+    args.extend(["--verity", "hash", "--output", s(&hashed)]);
+    ours_ok(&args);
+    fs::create_dir(&plain).unwrap();
+    let inspect = |image: &Path| -> serde_json::Value {
+        serde_json::from_slice(&ours_ok(&["inspect", "--json", s(image)]).stdout).unwrap()
+    };
+    let (si, hi) = (inspect(&signed), inspect(&hashed));
+    let events = [
+        format!(
+            "sysext:signed:{}:{}",
+            si["root_hash"].as_str().unwrap(),
+            si["signature"]["certificate_fingerprint"].as_str().unwrap()
+        ),
+        format!("sysext:hashed:{}:-", hi["root_hash"].as_str().unwrap()),
+        "sysext:tools:-:-".to_owned(),
+    ];
+    let mut pcr = vec![0u8; 32];
+    for e in &events {
+        let digest = sha2::Sha256::digest(e.as_bytes());
+        pcr = sha2::Sha256::digest([&pcr[..], &digest[..]].concat()).to_vec();
+    }
+    let hex: String = pcr.iter().map(|b| format!("{b:02x}")).collect();
+    let args = ["pcr", "predict", "--bank", "sha256", "--bank", "SHA1"];
+    let out = ours_ok(&[&args[..], &[s(&signed), s(&hashed), s(&plain)]].concat());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], format!("13:sha256={hex}"));
+    assert!(
+        lines[1].starts_with("13:sha1=") && lines[1].len() == 8 + 40,
+        "{text}"
+    );
+    // The default banks are systemd-measure's four; no extension leaves PCR 13 at zero.
+    let out = ours_ok(&["pcr", "predict"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let banks: Vec<&str> = text.lines().map(|l| l.split('=').next().unwrap()).collect();
+    assert_eq!(banks, ["13:sha1", "13:sha256", "13:sha384", "13:sha512"]);
+    assert!(text.lines().all(|l| l.ends_with(&"0".repeat(40))), "{text}");
+    cli(["pcr", "predict", "--bank", "md5"]).fails_with(2, "expected sha1, sha256");
+    let img = d.join("x.img");
+    fs::write(&img, b"").unwrap();
+    cli(["pcr", "predict", "--stub-extension", s(&img)])
+        .fails_with(1, "systemd-stub passes on only files named *.raw");
+    cli(["pcr", "predict", s(&img)]).fails_with(1, "neither a *.raw image nor a directory");
 }

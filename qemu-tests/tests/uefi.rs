@@ -4,8 +4,9 @@
 //! verifies them (the kernel refuses our signer: the userspace fallback, allowed by the UKI's
 //! command line), merges the good one, and switches to the root. With swtpm as the TPM, PCR 11
 //! seen in the root is what `systemd-measure calculate` predicts from the UKI's sections and
-//! our two phases, and differs once a section is tampered with. Each boot batches its checks
-//! and prints its timeline.
+//! our two phases, and differs once a section is tampered with; PCR 13 is what `initrd-sysext
+//! pcr predict` gives for the stub's cpio of the ESP's extensions and the one merged. Each
+//! boot batches its checks and prints its timeline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -183,14 +184,16 @@ fn scenario2_unsigned_and_untrusted_beside_it_are_refused() {
         .expect("ROOT-INIT: done");
 }
 
-/// The root's init prints PCR 11 of each bank from sysfs (Linux 6.1 has them there).
-const PRINT_PCR11: &str = "mount -t sysfs sysfs /sys 2>/dev/null\n\
-    for b in sha1 sha256 sha384 sha512; do echo \"PCR11-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/11)\"; done";
+/// The root's init prints PCRs 11 and 13 of each bank from sysfs (Linux 6.1 has them there).
+const PRINT_PCRS: &str = "mount -t sysfs sysfs /sys 2>/dev/null\n\
+    for p in 11 13; do for b in sha1 sha256 sha384 sha512; do \
+    echo \"PCR$p-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/$p)\"; done; done";
 
-/// (bank, lowercase hex) of PCR 11 from the root's PRINT_PCR11 lines; banks without a value
+/// (bank, lowercase hex) of PCR `pcr` from the root's PRINT_PCRS lines; banks without a value
 /// (not active) are left out.
-fn pcr11_seen(boot: &Boot) -> Vec<(String, String)> {
-    let lines = boot.console.lines().filter_map(|l| l.split_once("PCR11-"));
+fn pcr_seen(boot: &Boot, pcr: u32) -> Vec<(String, String)> {
+    let tag = format!("PCR{pcr}-");
+    let lines = boot.console.lines().filter_map(|l| l.split_once(&tag));
     let values = lines.filter_map(|(_, kv)| kv.trim().split_once('='));
     let found = values.filter(|(_, v)| !v.is_empty() && !v.contains('$'));
     found
@@ -222,6 +225,21 @@ fn pcr11_predicted(uki: &Path) -> Vec<(String, String)> {
     values.map(|(b, v)| (b.to_owned(), v.to_owned())).collect()
 }
 
+/// `initrd-sysext pcr predict` (all four banks): the stub's event for the ESP's `extensions`,
+/// then boot mode's for `merged`.
+fn pcr13_predicted(extensions: &[&Path], merged: &[&Path]) -> Vec<(String, String)> {
+    let mut args = vec!["pcr", "predict"];
+    for e in extensions {
+        args.extend(["--stub-extension", s(e)]);
+    }
+    args.extend(merged.iter().map(|m| s(m)));
+    let text = ours(&args);
+    let values = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("13:")?.split_once('='));
+    values.map(|(b, v)| (b.to_owned(), v.to_owned())).collect()
+}
+
 /// The seen value of `bank` next to the predicted one; panics if the root printed none.
 fn compare(
     seen: &[(String, String)],
@@ -230,11 +248,9 @@ fn compare(
 ) -> (String, String) {
     let find =
         |list: &[(String, String)]| list.iter().find(|(b, _)| b == bank).map(|(_, v)| v.clone());
-    let seen = find(seen).unwrap_or_else(|| panic!("no {bank} PCR 11 in the root"));
-    (
-        seen,
-        find(predicted).expect("systemd-measure predicts sha1 and sha256"),
-    )
+    let seen = find(seen).unwrap_or_else(|| panic!("no {bank} PCR value in the root"));
+    let predicted = find(predicted).unwrap_or_else(|| panic!("no {bank} value predicted"));
+    (seen, predicted)
 }
 
 fn have_tpm_tools() -> bool {
@@ -243,28 +259,57 @@ fn have_tpm_tools() -> bool {
         && test_support::require_tool("objcopy")
 }
 
+/// One boot checks both PCRs: 11 against systemd-measure, 13 against `pcr predict` with the
+/// ESP holding a trusted extension (merged, measured) and an unsigned one (the stub measures
+/// it in its cpio; boot mode refuses it and measures nothing for it).
 #[test]
-fn measured_boot_pcr11_is_predicted_by_systemd_measure() {
+fn measured_boot_pcr11_and_pcr13_are_predicted() {
     if !have_tpm_tools() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCR11));
+    let good = hello(d, "hello", Some("trusted"));
+    let unsigned = hello(d, "unsigned", None);
+    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCRS));
     let uki = uki(d, &part_uuid);
-    let boot = boot_uki(d, &uki, &disk, &[], true);
+    let boot = boot_uki(d, &uki, &disk, &[&good, &unsigned], true);
     timeline("uefi measured boot", &boot);
+    let inspected: serde_json::Value =
+        serde_json::from_str(&ours(&["inspect", "--json", s(&good)])).unwrap();
+    let (root_hash, fp) = (
+        inspected["root_hash"].as_str().unwrap(),
+        inspected["signature"]["certificate_fingerprint"]
+            .as_str()
+            .unwrap(),
+    );
     boot.expect("PCR 11 extended with enter-initrd (")
+        .expect(&format!(
+            "PCR 13 extended with sysext:hello:{root_hash}:{fp} ("
+        ))
         .expect("PCR 11 extended with leave-initrd (")
+        .expect("skipping extension unsigned")
+        .expect_not("PCR 13 extended with sysext:unsigned")
         .expect_not("not measuring")
+        .expect("HELLO-FROM-hello")
         .expect("ROOT-INIT: done");
-    let (seen, predicted) = (pcr11_seen(&boot), pcr11_predicted(&uki));
+    let (seen, predicted) = (pcr_seen(&boot, 11), pcr11_predicted(&uki));
     eprintln!("PCR 11 seen {seen:?}\nPCR 11 predicted {predicted:?}");
     // swtpm's banks are sha1, sha256, sha384 and sha512; systemd-measure 252 predicts two.
     assert_eq!(seen.len(), 4, "four active banks");
     for bank in ["sha1", "sha256"] {
         let (s, p) = compare(&seen, &predicted, bank);
         assert_eq!(s, p, "PCR 11 {bank}: seen vs systemd-measure");
+    }
+    let (seen, predicted) = (
+        pcr_seen(&boot, 13),
+        pcr13_predicted(&[&good, &unsigned], &[&good]),
+    );
+    eprintln!("PCR 13 seen {seen:?}\nPCR 13 predicted {predicted:?}");
+    assert_eq!(seen.len(), 4, "four active banks");
+    for bank in ["sha1", "sha256", "sha384", "sha512"] {
+        let (s, p) = compare(&seen, &predicted, bank);
+        assert_eq!(s, p, "PCR 13 {bank}: seen vs pcr predict");
     }
 }
 
@@ -275,7 +320,7 @@ fn measured_boot_a_tampered_cmdline_changes_pcr11() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCR11));
+    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCRS));
     let uki = uki(d, &part_uuid);
     // panic=-1 → panic=-2: still a reboot on panic, a different .cmdline.
     let mut bytes = std::fs::read(&uki).unwrap();
@@ -289,9 +334,9 @@ fn measured_boot_a_tampered_cmdline_changes_pcr11() {
     let boot = boot_uki(d, &tampered, &disk, &[], true);
     timeline("uefi tampered", &boot);
     boot.expect("panic=-2").expect("ROOT-INIT: done");
-    let (s, p) = compare(&pcr11_seen(&boot), &pcr11_predicted(&uki), "sha256");
+    let (s, p) = compare(&pcr_seen(&boot, 11), &pcr11_predicted(&uki), "sha256");
     eprintln!("tampered .cmdline: PCR 11 sha256 seen {s}, predicted from the original {p}");
     assert_ne!(s, p, "a tampered section must change PCR 11");
-    let (_, own) = compare(&pcr11_seen(&boot), &pcr11_predicted(&tampered), "sha256");
+    let (_, own) = compare(&pcr_seen(&boot, 11), &pcr11_predicted(&tampered), "sha256");
     assert_eq!(s, own, "PCR 11 is the tampered UKI's own prediction");
 }

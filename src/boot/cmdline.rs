@@ -33,7 +33,7 @@ pub struct Cmdline {
     pub blacklist: Vec<String>,
     /// `rd.driver.pre=`: loaded before anything else.
     pub driver_pre: Vec<String>,
-    /// `rd.sysext.measure=0`: PCR 11 is not extended with the boot phases.
+    /// `rd.sysext.measure=0`: nothing is measured (PCR 11 phases, PCR 13 extensions).
     pub measure: bool,
 }
 

@@ -12,7 +12,7 @@ use rustix::mount::{mount, MountFlags};
 use crate::boot::cmdline::{Cmdline, OnFailure};
 use crate::boot::coldplug::Devices;
 use crate::boot::kmsg;
-use crate::boot::measure::Phases;
+use crate::boot::measure::Measure;
 use crate::boot::modload::{self, Loader};
 use crate::boot::rootdev::{self, RootError, RootSpec};
 use crate::boot::switch_root::{self, SwitchError};
@@ -53,20 +53,20 @@ pub fn run() -> ! {
     for w in warnings {
         warn!("kernel command line: {w}");
     }
-    let phases = Phases::enter_initrd(cmdline.measure);
+    let tpm = Measure::enter_initrd(cmdline.measure);
     // Release builds abort on panic: the hook turns a panic into the on_failure path first.
     let for_hook = cmdline.clone();
     std::panic::set_hook(Box::new(move |info| {
         fail(&for_hook, &format!("internal error: {info}"))
     }));
-    let message = match boot(&cmdline, phases) {
+    let message = match boot(&cmdline, tpm) {
         Ok(()) => "init returned".to_owned(),
         Err(e) => e.to_string(),
     };
     fail(&cmdline, &message)
 }
 
-fn boot(c: &Cmdline, phases: Phases) -> Result<(), BootError> {
+fn boot(c: &Cmdline, mut tpm: Measure) -> Result<(), BootError> {
     let start = Instant::now();
     let loader = Loader::open(&modload::modules_dir(Path::new("/")), &c.blacklist);
     let mut devices = Devices::start(loader);
@@ -83,7 +83,7 @@ fn boot(c: &Cmdline, phases: Phases) -> Result<(), BootError> {
     enroll::enroll(Path::new("/"));
     debug!("keys enrolled");
     if c.sysext {
-        merge_into(c, Path::new("/"))?;
+        merge_into(c, Path::new("/"), &mut tpm)?;
         extension_drivers(&mut devices);
         run_hooks(Path::new("/usr/lib/initrd-sysext/pre-mount.d"));
     } else {
@@ -97,7 +97,7 @@ fn boot(c: &Cmdline, phases: Phases) -> Result<(), BootError> {
     reap();
     mount_root(c, &mut devices)?;
     if c.sysext && c.sysroot {
-        merge_into(c, Path::new("/sysroot"))?;
+        merge_into(c, Path::new("/sysroot"), &mut tpm)?;
     }
     for class in [Class::Sysext, Class::Confext] {
         if let Err(e) = merge::unmerge(Path::new("/"), class) {
@@ -113,7 +113,7 @@ fn boot(c: &Cmdline, phases: Phases) -> Result<(), BootError> {
         l.kernel_time.as_millis()
     );
     drop(devices);
-    phases.leave_initrd();
+    tpm.leave_initrd();
     info!("switch root {} ms after start", start.elapsed().as_millis());
     Ok(switch_root::switch_root(Path::new("/sysroot"), &c.init)?)
 }
@@ -159,11 +159,12 @@ fn extension_drivers(devices: &mut Devices) {
 }
 
 /// Merges the system and configuration extensions found under `root` (the initrd itself, or
-/// /sysroot); a refused extension named in `rd.sysext.required=` stops the boot.
-fn merge_into(c: &Cmdline, root: &Path) -> Result<(), BootError> {
+/// /sysroot), each measured into PCR 13 before the overlays are mounted; a refused extension
+/// named in `rd.sysext.required=` stops the boot.
+fn merge_into(c: &Cmdline, root: &Path, tpm: &mut Measure) -> Result<(), BootError> {
     let mut all = merge::Report::default();
     for class in [Class::Sysext, Class::Confext] {
-        let report = merge_class(c, root, class)?;
+        let report = merge_class(c, root, class, tpm)?;
         all.merged.extend(report.merged);
         all.refused.extend(report.refused);
     }
@@ -174,7 +175,12 @@ fn merge_into(c: &Cmdline, root: &Path) -> Result<(), BootError> {
 
 /// Merges one class; logged as `/: merged [a, b], refused 0, in 12 ms` (confexts:
 /// `/ confexts: …`, only when there are any).
-fn merge_class(c: &Cmdline, root: &Path, class: Class) -> Result<merge::Report, BootError> {
+fn merge_class(
+    c: &Cmdline,
+    root: &Path,
+    class: Class,
+    tpm: &mut Measure,
+) -> Result<merge::Report, BootError> {
     let policy = match &c.image_policy {
         Some(p) => p
             .parse::<Policy>()
@@ -183,7 +189,7 @@ fn merge_class(c: &Cmdline, root: &Path, class: Class) -> Result<merge::Report, 
     };
     let ctx = verbs::context(root, class, Some(policy), c.userspace_verity);
     let t = Instant::now();
-    let report = verbs::merge(&ctx).unwrap_or_else(|e| {
+    let report = verbs::merge(&ctx, &mut |a| tpm.extension(&a.event)).unwrap_or_else(|e| {
         error!("merging {}s into {}: {e}", class.name(), root.display());
         merge::Report::default()
     });

@@ -1,6 +1,7 @@
 //! Measured boot: PCR 11 extended with `enter-initrd` when boot mode starts and `leave-initrd`
 //! before switch root, in every active bank, as systemd-pcrphase does (the word's bytes, no
-//! NUL), so `systemd-measure calculate --phase=enter-initrd:leave-initrd` predicts PCR 11.
+//! NUL), so `systemd-measure calculate --phase=enter-initrd:leave-initrd` predicts PCR 11; and
+//! PCR 13 with each merged extension's event (`image::measure`), which `pcr predict` predicts.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -9,55 +10,62 @@ use std::time::Instant;
 use log::{info, warn};
 
 use crate::format::tpm2::{self, Bank};
+use crate::image::measure;
 
 /// systemd's TPM_PCR_INDEX_KERNEL_IMAGE: the UKI's sections, then the boot phases.
-const PCR: u32 = 11;
+const PHASE_PCR: u32 = 11;
 const DEVICES: [&str; 2] = ["/dev/tpmrm0", "/dev/tpm0"];
 
 /// The TPM and its active banks, kept from `enter-initrd` to `leave-initrd`.
-pub struct Phases {
+pub struct Measure {
     tpm: Option<(File, Vec<Bank>)>,
 }
 
-impl Phases {
+impl Measure {
     /// Opens the TPM and measures `enter-initrd` (the time logged includes opening the TPM and
     /// reading its banks); without one (or with `rd.sysext.measure=0`) says so once and
     /// measures nothing.
-    pub fn enter_initrd(enabled: bool) -> Phases {
+    pub fn enter_initrd(enabled: bool) -> Measure {
+        let off = Measure { tpm: None };
         if !enabled {
             info!("rd.sysext.measure=0: not measuring");
-            return Phases { tpm: None };
+            return off;
         }
         let t = Instant::now();
         let Some(mut file) = DEVICES.iter().find_map(|d| open(d)) else {
             info!("no TPM: not measuring");
-            return Phases { tpm: None };
+            return off;
         };
         let banks = match active_banks(&mut file) {
             Ok(b) if !b.is_empty() => b,
             Ok(_) => {
                 warn!("the TPM has no PCR bank we can hash for: not measuring");
-                return Phases { tpm: None };
+                return off;
             }
             Err(e) => {
                 warn!("reading the TPM's PCR banks: {e}; not measuring");
-                return Phases { tpm: None };
+                return off;
             }
         };
-        let mut phases = Phases {
+        let mut m = Measure {
             tpm: Some((file, banks)),
         };
-        phases.measure("enter-initrd", t);
-        phases
+        m.extend(PHASE_PCR, "enter-initrd", t);
+        m
+    }
+
+    /// Measures a merged extension's event into PCR 13.
+    pub fn extension(&mut self, event: &str) {
+        self.extend(measure::PCR, event, Instant::now());
     }
 
     /// Measures `leave-initrd` and closes the TPM.
     pub fn leave_initrd(mut self) {
-        self.measure("leave-initrd", Instant::now());
+        self.extend(PHASE_PCR, "leave-initrd", Instant::now());
     }
 
-    /// Extends PCR 11 with `word`; the time logged runs from `t`.
-    fn measure(&mut self, word: &str, t: Instant) {
+    /// Extends `pcr` with the bytes of `word`; the time logged runs from `t`.
+    fn extend(&mut self, pcr: u32, word: &str, t: Instant) {
         let Some((file, banks)) = &mut self.tpm else {
             return;
         };
@@ -66,15 +74,15 @@ impl Phases {
             .map(|&b| (b, b.digest(word.as_bytes())))
             .collect();
         let names: Vec<&str> = banks.iter().map(|b| b.name()).collect();
-        let sent = transact(file, &tpm2::pcr_extend(PCR, &digests))
+        let sent = transact(file, &tpm2::pcr_extend(pcr, &digests))
             .and_then(|r| tpm2::check_pcr_extend(&r).map_err(|e| e.to_string()));
         match sent {
             Ok(()) => info!(
-                "PCR {PCR} extended with {word} ({}) in {:.1} ms",
+                "PCR {pcr} extended with {word} ({}) in {:.1} ms",
                 names.join(", "),
                 t.elapsed().as_secs_f64() * 1000.0
             ),
-            Err(e) => warn!("extending PCR {PCR} with {word}: {e}"),
+            Err(e) => warn!("extending PCR {pcr} with {word}: {e}"),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Image verbs: `inspect` (an image, an initrd or a UKI, as text or JSON) and `verify`.
+//! Image verbs: `inspect` (an image, an initrd or a UKI, as text or JSON), `verify`, and
+//! `pcr predict` (PCR 13 from the images boot mode will merge).
 
 use std::path::PathBuf;
 
@@ -7,8 +8,11 @@ use lexopt::Parser;
 use openssl::x509::X509;
 use serde_json::Value;
 
-use super::{failed, path, required, CliError};
-use crate::image::{certs, inspect, verify};
+use super::{failed, path, required, string, usage, CliError};
+use crate::format::hex;
+use crate::format::release::Class;
+use crate::format::tpm2::Bank;
+use crate::image::{certs, inspect, measure, verify};
 
 /// `inspect IMAGE|INITRD|UKI [--json] [--cert C]...`.
 pub fn inspect(p: &mut Parser) -> Result<(), CliError> {
@@ -67,6 +71,44 @@ pub fn verify(p: &mut Parser) -> Result<(), CliError> {
         v.signer_subject,
         v.signer_fingerprint
     );
+    Ok(())
+}
+
+/// `pcr predict [--bank B]... [--stub-extension FILE]... [EXTENSION | --confext C]...`: one
+/// `13:<bank>=<hex>` line per bank, as systemd-measure prints them (default: its four banks).
+pub fn pcr(p: &mut Parser) -> Result<(), CliError> {
+    match p.next()? {
+        Some(Value(v)) if v == "predict" => {}
+        Some(other) => return Err(other.unexpected().into()),
+        None => return Err(usage("pcr what? predict")),
+    }
+    let (mut banks, mut stub, mut extensions) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("bank") => {
+                let name = string(p)?;
+                let bank = Bank::from_name(&name).ok_or_else(|| {
+                    usage(format!(
+                        "--bank {name:?}: expected sha1, sha256, sha384 or sha512"
+                    ))
+                })?;
+                if !banks.contains(&bank) {
+                    banks.push(bank);
+                }
+            }
+            Long("stub-extension") => stub.push(path(p)?),
+            Long("confext") => extensions.push((Class::Confext, path(p)?)),
+            Value(v) => extensions.push((Class::Sysext, PathBuf::from(v))),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if banks.is_empty() {
+        banks = Bank::ALL.to_vec();
+    }
+    let values = measure::predict(&stub, &extensions, &banks).map_err(failed)?;
+    for (bank, value) in values {
+        println!("{}:{}={}", measure::PCR, bank.name(), hex::encode(&value));
+    }
     Ok(())
 }
 

@@ -38,6 +38,8 @@ usage: initrd-sysext [-v] COMMAND ...
   sign IMAGE (--key K | --signature FILE.p7s) --cert C [--force]   (a --verity defer image)
   inspect IMAGE|INITRD|UKI [--json] [--cert C]...
   verify IMAGE [--cert C]... [--verity-dir DIR]...
+  pcr predict [--bank sha1|sha256|sha384|sha512]... [--stub-extension FILE.raw]... [EXTENSION | --confext C]...
+              (PCR 13 after systemd-stub's event and boot mode's, EXTENSIONs in merge order)
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
   [sysext|confext] [OPTIONS] [status|merge|unmerge|refresh|list] [OPTIONS]   (systemd-sysext's
                grammar; also as argv[0] systemd-sysext, systemd-confext)  --root DIR
@@ -111,6 +113,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
         "sign" => build::sign(&mut p),
         "inspect" => image::inspect(&mut p),
         "verify" => image::verify(&mut p),
+        "pcr" => image::pcr(&mut p),
         "check-kernel" => boot::check_kernel(&mut p),
         "sysext" => sysext::run(&mut p, Class::Sysext),
         "confext" => sysext::run(&mut p, Class::Confext),

@@ -226,7 +226,7 @@ pub fn run(p: &mut Parser, class: Class) -> Result<(), CliError> {
             let wanted_before = reload && verbs::reload_wanted(root, class);
             let report = match verb {
                 "refresh" => verbs::refresh(&ctx, a.always_refresh),
-                _ => verbs::merge(&ctx).map(Some),
+                _ => verbs::merge(&ctx, &mut |_| ()).map(Some),
             }
             .map_err(failed)?;
             let Some(report) = report else {

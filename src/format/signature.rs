@@ -97,9 +97,14 @@ impl SignatureJson {
                 field: "signature",
                 reason: "not valid base64".into(),
             })?;
+        // Hex like the root hash: measured boot puts it into a `:`-separated event.
+        let fingerprint = field("certificateFingerprint");
+        if let Some(fp) = fingerprint {
+            check_hex("certificateFingerprint", fp)?;
+        }
         Ok(SignatureJson {
             root_hash: root_hash.to_owned(),
-            certificate_fingerprint: field("certificateFingerprint").map(str::to_owned),
+            certificate_fingerprint: fingerprint.map(str::to_owned),
             signature,
         })
     }
@@ -333,6 +338,14 @@ mod tests {
             })
         ));
         assert!(SignatureJson::parse(b"{").is_err());
+        let colon = br#"{"rootHash":"ab","certificateFingerprint":"ab:cd","signature":""}"#;
+        assert!(matches!(
+            SignatureJson::parse(colon),
+            Err(SignatureError::Field {
+                field: "certificateFingerprint",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The TPM 2.0 wire format (TCG TPM 2.0 Library, parts 2 and 3) for the two commands boot mode
 //! sends: `TPM2_GetCapability(TPM_CAP_PCRS)` for the active PCR banks and `TPM2_PCR_Extend`
-//! with an empty password session. Big-endian; responses are untrusted and checked here.
+//! with an empty password session, and the banks' hashes (a PCR's extension computed as the TPM
+//! does, for predictions). Big-endian; responses are untrusted and checked here.
 
 use sha2::Digest;
 
@@ -23,6 +24,16 @@ pub enum Bank {
 }
 
 impl Bank {
+    /// Every bank we can hash for, in systemd-measure's order.
+    pub const ALL: [Bank; 4] = [Bank::Sha1, Bank::Sha256, Bank::Sha384, Bank::Sha512];
+
+    /// The bank named `name` (`sha256`, as systemd-measure also `SHA256`).
+    pub fn from_name(name: &str) -> Option<Bank> {
+        Bank::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(name))
+    }
+
     /// The TPM_ALG_ID of a bank we can hash for; None for others (SM3, ...).
     pub fn from_alg(alg: u16) -> Option<Bank> {
         match alg {
@@ -52,13 +63,66 @@ impl Bank {
         }
     }
 
+    /// The size of the bank's digests (and PCRs).
+    pub fn size(self) -> usize {
+        match self {
+            Bank::Sha1 => 20,
+            Bank::Sha256 => 32,
+            Bank::Sha384 => 48,
+            Bank::Sha512 => 64,
+        }
+    }
+
     /// The bank's digest of `data`.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        let mut h = self.hasher();
+        h.update(data);
+        h.finish()
+    }
+
+    /// A digest in this bank, fed piece by piece.
+    pub fn hasher(self) -> Hasher {
         match self {
-            Bank::Sha1 => openssl::sha::sha1(data).to_vec(),
-            Bank::Sha256 => sha2::Sha256::digest(data).to_vec(),
-            Bank::Sha384 => sha2::Sha384::digest(data).to_vec(),
-            Bank::Sha512 => sha2::Sha512::digest(data).to_vec(),
+            Bank::Sha1 => Hasher::Sha1(openssl::sha::Sha1::new()),
+            Bank::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Bank::Sha384 => Hasher::Sha384(sha2::Sha384::new()),
+            Bank::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    /// The PCR value after `TPM2_PCR_Extend` of `pcr` with `digest`: the bank's hash of both.
+    pub fn extend(self, pcr: &[u8], digest: &[u8]) -> Vec<u8> {
+        let mut h = self.hasher();
+        h.update(pcr);
+        h.update(digest);
+        h.finish()
+    }
+}
+
+/// A running digest in one bank.
+pub enum Hasher {
+    Sha1(openssl::sha::Sha1),
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha384(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha1(h) => h.finish().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha384(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
         }
     }
 }
@@ -250,6 +314,18 @@ mod tests {
             0x80, 0x02, 0, 0, 0, 19, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0,
         ];
         assert_eq!(check_pcr_extend(&ok), Ok(()));
+    }
+
+    #[test]
+    fn banks_by_name_and_extension() {
+        assert_eq!(Bank::from_name("SHA384"), Some(Bank::Sha384));
+        assert_eq!(Bank::from_name("sm3_256"), None);
+        for bank in Bank::ALL {
+            assert_eq!(Bank::from_name(bank.name()), Some(bank));
+            assert_eq!(bank.digest(b"").len(), bank.size());
+            let (pcr, d) = (vec![7; bank.size()], bank.digest(b"x"));
+            assert_eq!(bank.extend(&pcr, &d), bank.digest(&[pcr, d].concat()));
+        }
     }
 
     #[test]

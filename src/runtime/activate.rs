@@ -18,6 +18,7 @@ use crate::format::release::{self, Class, Host, Incompatible, Release, Scope, Se
 use crate::format::signature;
 use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
 use crate::image::fs::{self, Dir, ReleaseError};
+use crate::image::measure::{self, Checked};
 use crate::runtime::discover::{EntryKind, Found};
 use crate::runtime::dm::{self, DmError, VerityTable};
 use crate::runtime::keyring::{self, KeyError, Keyring};
@@ -100,6 +101,8 @@ pub struct Activated {
     pub usr_only: bool,
     pub protection: Protection,
     pub signer: Option<String>,
+    /// What measured boot extends PCR 13 with for it (`sysext:NAME:ROOTHASH:FINGERPRINT`).
+    pub event: String,
     /// `top`, held open: everything in the extension is resolved inside it.
     tree: Dir,
     /// The staging mount, if we mounted something (dropped before the device below it).
@@ -156,6 +159,7 @@ pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError
             usr_only: false,
             protection: Protection::Unprotected,
             signer: None,
+            event: measure::event(ctx.class, &found.name, None, Checked::Nothing),
             tree: open_tree(&found.resolved)?,
             _staging: None,
             _dm: None,
@@ -178,10 +182,19 @@ fn policy_for(ctx: &Context, found: &Found) -> Policy {
 
 /// What protection an image can offer.
 fn available(d: &Dissected) -> Protection {
-    match (&d.verity, &d.root_hash, &d.signature) {
-        (Some(_), Some(_), Some(_)) => Protection::Signed,
-        (Some(_), Some(_), None) => Protection::Verity,
-        _ => Protection::Unprotected,
+    match Checked::offered(d) {
+        Checked::Signature => Protection::Signed,
+        Checked::RootHash => Protection::Verity,
+        Checked::Nothing => Protection::Unprotected,
+    }
+}
+
+/// How far an image set up at protection `level` has been checked.
+fn checked(level: Protection) -> Checked {
+    match level {
+        Protection::Signed => Checked::Signature,
+        Protection::Verity => Checked::RootHash,
+        Protection::Unprotected => Checked::Nothing,
     }
 }
 
@@ -244,6 +257,7 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         usr_only: designator == Designator::Usr,
         protection: level,
         signer,
+        event: measure::event(ctx.class, &found.name, Some(&d), checked(level)),
         tree,
         _staging: Some(staging),
         _dm: dm,

@@ -93,14 +93,21 @@ pub struct Report {
 }
 
 /// Finds, activates and merges every extension under `ctx.root`. One bad extension is
-/// refused (logged with its reason) and the others still merge.
-pub fn merge(ctx: &Context, in_initrd: bool) -> Result<Report, MergeError> {
+/// refused (logged with its reason) and the others still merge. `activated` sees each
+/// extension that will be merged, in merge order (lowest first), before any overlay is mounted.
+pub fn merge(
+    ctx: &Context,
+    in_initrd: bool,
+    activated: &mut dyn FnMut(&Activated),
+) -> Result<Report, MergeError> {
     for h in &hierarchies(ctx.class) {
         if status_of(&ctx.root, ctx.class, h).is_some() {
             return Err(MergeError::AlreadyMerged(format!("/{h}")));
         }
     }
-    Staged::new(ctx, in_initrd)?.overlay_all(ctx)
+    let staged = Staged::new(ctx, in_initrd)?;
+    staged.active.iter().for_each(activated);
+    staged.overlay_all(ctx)
 }
 
 /// `refresh`: the extensions are activated first; when the merged hierarchies' `origin`

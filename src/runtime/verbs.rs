@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::format::gpt::Arch;
 use crate::format::release::{Class, Release, Scope};
-use crate::runtime::activate::Context;
+use crate::runtime::activate::{Activated, Context};
 use crate::runtime::discover::{self, chase};
 use crate::runtime::merge::{self, MergeError, Report};
 use crate::runtime::policy::Policy;
@@ -58,9 +58,10 @@ pub fn report_json(r: &Report) -> Value {
     })
 }
 
-/// `merge`: returns the report (refusals are in it, not errors).
-pub fn merge(ctx: &Context) -> Result<Report, MergeError> {
-    merge::merge(ctx, ctx.scope == Scope::Initrd)
+/// `merge`: returns the report (refusals are in it, not errors). `activated` sees each
+/// extension to be merged before the overlays are mounted (see [`merge::merge`]).
+pub fn merge(ctx: &Context, activated: &mut dyn FnMut(&Activated)) -> Result<Report, MergeError> {
+    merge::merge(ctx, ctx.scope == Scope::Initrd, activated)
 }
 
 /// `refresh`: unmerge what is merged, then merge again; None when the merged extensions are
