@@ -351,3 +351,86 @@ fn command_line_grammar_of_systemd_sysext() {
         cli(args).fails_with(2, "");
     }
 }
+
+/// `refresh` does nothing when the `origin` meta shows the same extensions from the same
+/// files (unless `--always-refresh=yes`) and refreshes when one changes; an extension asking
+/// for it (`EXTENSION_RELOAD_MANAGER=1`) gets the service manager reloaded after merge and
+/// unmerge when one runs — not with `--no-reload` — with a stand-in `systemctl` that counts.
+#[test]
+fn refresh_follows_origin_and_reload_manager_runs() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
+    dir_ext(
+        &root,
+        "var/lib/extensions",
+        "one",
+        "ID=debian\nVERSION_ID=12\n",
+    );
+    let r = s(&root);
+    let out = in_namespace(&format!(
+        "{BIN} merge --root {r} >/dev/null
+         {BIN} refresh --root {r}
+         echo ORIGIN-BEFORE; grep -c '\"path\"' {r}/usr/.systemd-sysext/origin
+         mkdir -p {r}/var/lib/extensions/two/usr/bin {r}/var/lib/extensions/two/usr/lib/extension-release.d
+         echo ID=_any > {r}/var/lib/extensions/two/usr/lib/extension-release.d/extension-release.two
+         {BIN} refresh --root {r}
+         cat {r}/usr/.systemd-sysext/extensions
+         {BIN} refresh --root {r} --always-refresh=yes
+         {BIN} unmerge --root {r} >/dev/null"
+    ));
+    let skipped = "Skipping extension refresh because no change was found";
+    let first = out.find(skipped).expect(&out);
+    let after = &out[first + skipped.len()..];
+    assert!(after.contains("ORIGIN-BEFORE\n1\n"), "{out}");
+    assert!(
+        after.contains("Merged extensions into /usr.\none\ntwo\n"),
+        "{out}"
+    );
+    assert!(!after.contains(skipped), "always-refresh skipped:\n{out}");
+
+    // The reload: merging onto this namespace's own /usr (read-only overlay, private).
+    let host = fs::read_to_string("/etc/os-release").unwrap();
+    let ids: String = host
+        .lines()
+        .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION_ID="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let ext = dir.path().join("reloader");
+    fs::create_dir_all(ext.join("usr/lib/extension-release.d")).unwrap();
+    fs::create_dir_all(ext.join("usr/share/reloader")).unwrap();
+    fs::write(
+        ext.join("usr/lib/extension-release.d/extension-release.reloader"),
+        format!("{ids}EXTENSION_RELOAD_MANAGER=1\n"),
+    )
+    .unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let systemctl = bin.join("systemctl");
+    fs::write(&systemctl, "#!/bin/sh\necho \"$*\" >> /run/reloads\n").unwrap();
+    fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = in_namespace(&format!(
+        "export PATH={b}:$PATH
+         mkdir -p /run/extensions /run/systemd/system && cp -a {e} /run/extensions/reloader
+         {BIN} merge >/dev/null 2>&1
+         {BIN} unmerge >/dev/null 2>&1
+         echo RELOADS: $(cat /run/reloads)
+         {BIN} merge --no-reload >/dev/null 2>&1
+         {BIN} unmerge --no-reload >/dev/null 2>&1
+         echo RELOADS: $(cat /run/reloads)",
+        b = bin.display(),
+        e = ext.display()
+    ));
+    assert!(
+        out.contains(
+            "RELOADS: daemon-reload daemon-reload\nRELOADS: daemon-reload daemon-reload\n"
+        ),
+        "{out}"
+    );
+}
