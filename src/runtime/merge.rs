@@ -540,12 +540,14 @@ fn mount_flags(ctx: &Context, writable: bool) -> MountFlags {
     flags
 }
 
-/// The merged hierarchy's top directory (the meta layer's) gets the host's mode and owner.
+/// The merged hierarchy's top directory (the meta layer's) gets the host's mode and owner (the
+/// owner where we may set it).
 fn keep_mode(top: &Path, host: &fs::Metadata) -> Result<(), MergeError> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(top, fs::Permissions::from_mode(host.mode() & 0o7777))
-        .and_then(|()| std::os::unix::fs::chown(top, Some(host.uid()), Some(host.gid())))
-        .map_err(io(top))
+    if let Err(e) = std::os::unix::fs::chown(top, Some(host.uid()), Some(host.gid())) {
+        debug!("{}: keeping the hierarchy's owner: {e}", top.display());
+    }
+    fs::set_permissions(top, fs::Permissions::from_mode(host.mode() & 0o7777)).map_err(io(top))
 }
 
 /// The meta files written once the overlay is up (`extensions` is written before).
