@@ -194,7 +194,7 @@ fn precedence_masking_and_compatibility() {
     // --force merges the incompatible ones too; --noexec mounts
     // the overlay noexec.
     let out = in_namespace(&format!(
-        "{BIN} merge --root {r} --force --noexec --json=short; grep \" {r}/usr \" /proc/self/mounts; {BIN} unmerge --root {r} >/dev/null"
+        "{BIN} merge --root {r} --force --noexec=yes --json=short; grep \" {r}/usr \" /proc/self/mounts; {BIN} unmerge --root {r} >/dev/null"
     ));
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let forced: Vec<&str> = v["merged"]
@@ -340,14 +340,16 @@ fn command_line_grammar_of_systemd_sysext() {
     );
     assert!(lines[4].contains("\"extensions\":\"none\""), "{out}");
     assert_eq!(lines[5], "GONE", "{out}");
-    // Usage errors exit 2, as systemd's do.
+    // Usage errors of the verbs exit 1 with one line, as systemd-sysext's do; an unknown
+    // command of ours is a usage error of ours (2).
     for bad in [
         &["--noexec=maybe", "status"][..],
         &["--root"],
         &["status", "merge"],
-        &["frobnicate", "--root=/x"],
+        &["merge", "--noexec"],
     ] {
         let args: Vec<&str> = bad.to_vec();
-        cli(args).fails_with(2, "");
+        cli(args).fails_with(1, "");
     }
+    cli(["frobnicate", "--root=/x"]).fails_with(2, "");
 }

@@ -39,7 +39,7 @@ usage: initrd-sysext [-v] COMMAND ...
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
   [sysext] [OPTIONS] [status|merge|unmerge|refresh|list] [OPTIONS]   (systemd-sysext's grammar;
                also as argv[0] systemd-sysext)  --root DIR  --json=pretty|short|off  --force
-               --image-policy POLICY  --noexec[=BOOL]  --always-refresh=BOOL  --no-reload
+               --image-policy POLICY  --noexec=BOOL  --always-refresh=BOOL  --no-reload
                --no-legend  --no-pager  --userspace-verity  --kernel-cmdline
   --version, --help
 ";
@@ -58,6 +58,14 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+        }
+    }
+
+    /// A usage error as systemd's tools report it: one line, exit status 1.
+    fn into_systemd(self) -> CliError {
+        match self {
+            CliError::Usage(msg) => CliError::Failed(msg),
+            failed => failed,
         }
     }
 }
@@ -107,7 +115,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
         "inspect" => image::inspect(&mut p),
         "verify" => image::verify(&mut p),
         "check-kernel" => boot::check_kernel(&mut p),
-        "sysext" => sysext::run(&mut p),
+        "sysext" => sysext::run(&mut p).map_err(CliError::into_systemd),
         verb if sysext::VERBS.contains(&verb) => run_sysext(args),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
@@ -120,7 +128,7 @@ pub fn run_sysext(args: Vec<OsString>) -> Result<(), CliError> {
         .filter(|a| *a == "-v" || *a == "--verbose")
         .count();
     logging::init_stderr(verbosity.min(255) as u8);
-    sysext::run(&mut Parser::from_args(args))
+    sysext::run(&mut Parser::from_args(args)).map_err(CliError::into_systemd)
 }
 
 fn path(p: &mut Parser) -> Result<PathBuf, CliError> {
