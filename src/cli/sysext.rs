@@ -236,6 +236,7 @@ fn table(v: &Value, keys: &[&str], legend: bool) -> String {
             keys.iter()
                 .map(|k| match &o[*k] {
                     Value::String(s) => s.clone(),
+                    Value::Array(a) if a.is_empty() => "-".into(),
                     Value::Array(a) => a
                         .iter()
                         .filter_map(|x| x.as_str())

@@ -527,7 +527,7 @@ fn submounts(dir: &Path) -> Vec<PathBuf> {
     points
 }
 
-/// A merged hierarchy: the extensions its meta file lists, and when it was merged.
+/// A merged hierarchy: the extensions its meta file lists, and when it was merged (µs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
     pub hierarchy: String,
@@ -557,7 +557,7 @@ pub fn status_of(root: &Path, h: &str) -> Option<Merged> {
     }
     let names = small("extensions", 16 << 20).unwrap_or_default();
     let since = fs::metadata(meta.join("dev"))
-        .map(|m| m.mtime())
+        .map(|m| m.mtime() * 1_000_000 + m.mtime_nsec() / 1000)
         .unwrap_or(0);
     Some(Merged {
         hierarchy: format!("/{h}"),

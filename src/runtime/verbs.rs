@@ -60,16 +60,19 @@ pub fn refresh(ctx: &Context) -> Result<Report, MergeError> {
     merge(ctx)
 }
 
-/// `status`: one entry per hierarchy, merged or not.
+/// `status`: one entry per hierarchy, merged or not (an empty list, as systemd ≥ 254 shows it;
+/// 252 said "none"), sorted by hierarchy as systemd-sysext does.
 pub fn status(root: &Path) -> Value {
     let merged = merge::status(root);
-    merge::hierarchies()
+    let mut hiers = merge::hierarchies();
+    hiers.sort();
+    hiers
         .iter()
         .map(|h| {
             let m = merged.iter().find(|m| m.hierarchy == format!("/{h}"));
             json!({
                 "hierarchy": format!("/{h}"),
-                "extensions": m.map(|m| json!(m.extensions)).unwrap_or(json!("none")),
+                "extensions": m.map(|m| m.extensions.clone()).unwrap_or_default(),
                 "since": m.map(|m| m.since),
             })
         })
