@@ -79,10 +79,11 @@ pub fn status(root: &Path) -> Value {
         .collect()
 }
 
-/// `list`: every extension found, merged or not.
+/// `list`: every extension found, merged or not: where it really is (symlinks resolved) and
+/// when it was made (µs), as systemd-sysext shows them.
 pub fn list(root: &Path, in_initrd: bool) -> Value {
     discover::discover(root, in_initrd)
         .iter()
-        .map(|f| json!({"name": f.name, "type": f.kind.name(), "path": f.path, "time": f.mtime}))
+        .map(|f| json!({"name": f.name, "type": f.kind.name(), "path": f.resolved, "time": f.time_us}))
         .collect()
 }
