@@ -84,9 +84,6 @@ pub fn discover(root: &Path, in_initrd: bool) -> Vec<Found> {
             .collect();
         names.sort();
         for (file, link) in names {
-            if file.starts_with('.') {
-                continue;
-            }
             let rel = Path::new(dir).join(&file);
             let resolved = match link {
                 true => chase(root, &rel),
