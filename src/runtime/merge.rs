@@ -277,11 +277,18 @@ fn overlay(
     if names.is_empty() {
         return Ok(false);
     }
-    // The meta layer, on top.
+    // The meta layer, on top: its top directory (the merged hierarchy's) keeps the host
+    // hierarchy's mode, and its list names every extension merged, as systemd's does.
     let meta = ws.name("m");
     let meta_dir = staged.join(&meta).join(META);
     fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
-    let list: String = merged.iter().rev().map(|n| format!("{n}\n")).collect();
+    let perm = fs::metadata(&target).map_err(io(&target))?.permissions();
+    fs::set_permissions(staged.join(&meta), perm).map_err(io(&meta_dir))?;
+    let list: String = layers
+        .iter()
+        .rev()
+        .map(|a| format!("{}\n", a.name))
+        .collect();
     fs::write(meta_dir.join("extensions"), list).map_err(io(&meta_dir))?;
     let mut flags = MountFlags::RDONLY | MountFlags::NODEV;
     // Relative layer paths resolve from the staging directory.
