@@ -409,12 +409,10 @@ fn open_tree(path: &Path) -> Result<Dir, ActivateError> {
     })
 }
 
-/// Reads the extension's extension-release and checks it against the host (SPEC §3).
+/// Reads the extension's extension-release and checks it against the host (SPEC §3); with
+/// `--force` a missing, unreadable or mismatching release only warns, as in systemd (an
+/// os-release still refuses the extension).
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
-    let dir = match a.usr_only {
-        true => "lib/extension-release.d",
-        false => "usr/lib/extension-release.d",
-    };
     let os_release = match a.usr_only {
         true => "lib/os-release",
         false => "usr/lib/os-release",
@@ -424,6 +422,20 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
             "it holds usr/lib/os-release: an OS image, not an extension".into(),
         ));
     }
+    match release_matches(ctx, a) {
+        Err(e) if ctx.force => {
+            log::warn!("{}: {e}; merging anyway (--force)", a.name);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn release_matches(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
+    let dir = match a.usr_only {
+        true => "lib/extension-release.d",
+        false => "usr/lib/extension-release.d",
+    };
     let (path, text) = match fs::release_file(&a.tree, dir, &a.name) {
         Ok(found) => found,
         Err(ReleaseError::Select(e)) => return Err(e.into()),
@@ -441,11 +453,5 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
         scope: ctx.scope,
         arch: ctx.arch,
     };
-    match release::check(&ext, &host) {
-        Err(e) if ctx.force => {
-            log::warn!("{}: {e}; merging anyway (--force)", a.name);
-            Ok(())
-        }
-        other => Ok(other?),
-    }
+    Ok(release::check(&ext, &host)?)
 }
