@@ -60,7 +60,7 @@ pub fn refresh(ctx: &Context) -> Result<Report, MergeError> {
     merge(ctx)
 }
 
-/// `status`: one entry per hierarchy, merged or not (an empty list, as systemd ≥ 254 shows it;
+/// `status`: one entry per hierarchy, merged or not (an empty list, as systemd 262 shows it;
 /// 252 said "none"), sorted by hierarchy as systemd-sysext does.
 pub fn status(root: &Path) -> Value {
     let merged = merge::status(root);
