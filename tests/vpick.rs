@@ -5,22 +5,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use initrd_sysext::format::gpt::Arch;
 use initrd_sysext::format::vpick;
-
-/// systemd's unpacked tree (fetched once, cached), or a path that does not exist.
-fn systemd_sid() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-systemd-sid");
-    let out = Command::new(script).output().unwrap();
-    if !out.status.success() {
-        eprintln!("{script}: {}", stderr(&out));
-    }
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 /// systemd-vpick's choice in `dir` (a `hello.raw.v`), as a file name.
 fn systemd_pick(sid: &Path, dir: &Path) -> Option<String> {

@@ -43,7 +43,7 @@ usage: initrd-sysext [-v] COMMAND ...
   check-kernel [CONFIG]   (default: /proc/config.gz or /boot/config-$(uname -r))
   [sysext|confext] [OPTIONS] [status|merge|unmerge|refresh|list] [OPTIONS]   (systemd-sysext's
                grammar; also as argv[0] systemd-sysext, systemd-confext)  --root DIR
-               --json=pretty|short|off  --force  --image-policy POLICY  --noexec[=BOOL]
+               --json=pretty|short|off  --force  --image-policy POLICY  --noexec=BOOL
                --mutable=no|yes|auto|import|ephemeral|ephemeral-import  --always-refresh=BOOL
                --no-reload  --no-legend  --no-pager  --userspace-verity  --kernel-cmdline
   --version, --help
@@ -63,6 +63,14 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+        }
+    }
+
+    /// A usage error as systemd's tools report it: one line, exit status 1.
+    fn into_systemd(self) -> CliError {
+        match self {
+            CliError::Usage(msg) => CliError::Failed(msg),
+            failed => failed,
         }
     }
 }
@@ -115,8 +123,8 @@ pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
         "verify" => image::verify(&mut p),
         "pcr" => image::pcr(&mut p),
         "check-kernel" => boot::check_kernel(&mut p),
-        "sysext" => sysext::run(&mut p, Class::Sysext),
-        "confext" => sysext::run(&mut p, Class::Confext),
+        "sysext" => sysext::run(&mut p, Class::Sysext).map_err(CliError::into_systemd),
+        "confext" => sysext::run(&mut p, Class::Confext).map_err(CliError::into_systemd),
         verb if sysext::VERBS.contains(&verb) => run_sysext(args, Class::Sysext),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
@@ -130,7 +138,7 @@ pub fn run_sysext(args: Vec<OsString>, class: Class) -> Result<(), CliError> {
         .filter(|a| *a == "-v" || *a == "--verbose")
         .count();
     logging::init_stderr(verbosity.min(255) as u8);
-    sysext::run(&mut Parser::from_args(args), class)
+    sysext::run(&mut Parser::from_args(args), class).map_err(CliError::into_systemd)
 }
 
 fn path(p: &mut Parser) -> Result<PathBuf, CliError> {

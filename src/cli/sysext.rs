@@ -151,31 +151,10 @@ impl Args {
     }
 }
 
-/// A boolean option: `--opt=BOOL`, `--opt BOOL`, or bare `--opt` (yes).
+/// A boolean option: `--opt=BOOL` or `--opt BOOL` (a value is required, as in systemd).
 fn boolean(p: &mut Parser, opt: &str) -> Result<bool, CliError> {
-    let word = match p.optional_value() {
-        Some(v) => Some(v.string()?),
-        None => {
-            let mut raw = p
-                .try_raw_args()
-                .ok_or_else(|| usage(format!("{opt}: bad value")))?;
-            let next = raw.peek().and_then(|v| v.to_str());
-            match next
-                .filter(|w| unit::boolean(w).is_some())
-                .map(str::to_owned)
-            {
-                Some(w) => {
-                    raw.next();
-                    Some(w)
-                }
-                None => None,
-            }
-        }
-    };
-    match word {
-        None => Ok(true),
-        Some(w) => unit::boolean(&w).ok_or_else(|| usage(format!("{opt}={w}: expected a boolean"))),
-    }
+    let w = string(p)?;
+    unit::boolean(&w).ok_or_else(|| usage(format!("{opt}={w}: expected a boolean")))
 }
 
 /// merge, unmerge, refresh, status, list — as systemd-sysext or systemd-confext, on `--root`
@@ -284,6 +263,7 @@ fn table(v: &Value, keys: &[&str], legend: bool) -> String {
             keys.iter()
                 .map(|k| match &o[*k] {
                     Value::String(s) => s.clone(),
+                    Value::Array(a) if a.is_empty() => "-".into(),
                     Value::Array(a) => a
                         .iter()
                         .filter_map(|x| x.as_str())

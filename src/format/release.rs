@@ -29,13 +29,17 @@ impl Release {
                 line: i + 1,
                 reason,
             };
-            let (key, value) = line.split_once('=').ok_or(err("expected KEY=VALUE"))?;
+            // As systemd's env-file parser: a line without `=` or with an invalid key name
+            // is ignored, not fatal.
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let key = key.trim_end();
             let valid = !key.is_empty()
                 && !key.starts_with(|c: char| c.is_ascii_digit())
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(err("invalid key name"));
+                continue;
             }
             fields.push((key.to_owned(), unquote(value.trim_start()).map_err(err)?));
         }
@@ -380,8 +384,8 @@ mod tests {
                 reason: "unterminated quote"
             })
         );
-        assert!(Release::parse("no equals").is_err());
-        assert!(Release::parse("1A=x").is_err());
+        let lax = rel("no equals\n1A=x\nID=debian\n");
+        assert_eq!((lax.get("1A"), lax.get("ID")), (None, Some("debian")));
     }
 
     #[test]

@@ -431,19 +431,34 @@ fn open_tree(path: &Path) -> Result<Dir, ActivateError> {
     })
 }
 
-/// Reads the extension's extension-release and checks it against the host (SPEC §3). A
-/// `usr/lib/os-release` in it makes it an OS image, refused as systemd does unless `--force`
-/// (a confext too, as systemd 262 does; a confext's `etc/os-release` is allowed, as there).
+/// Reads the extension's extension-release and checks it against the host (SPEC §3); with
+/// `--force` a missing, unreadable or mismatching release only warns, as in systemd. A
+/// `usr/lib/os-release` in it makes it an OS image, refused (a confext too, as systemd 262
+/// does; a confext's `etc/os-release` is allowed, as there).
 fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
-    let (dir, os_release) = match a.usr_only {
-        true => ("lib/extension-release.d", "lib/os-release"),
-        false => (ctx.class.release_dir(), "usr/lib/os-release"),
+    let os_release = match a.usr_only {
+        true => "lib/os-release",
+        false => "usr/lib/os-release",
     };
-    if !ctx.force && a.tree.open_in(os_release, OFlags::PATH).is_ok() {
+    if a.tree.open_in(os_release, OFlags::PATH).is_ok() {
         return Err(ActivateError::Layout(
             "it holds usr/lib/os-release: an OS image, not an extension".into(),
         ));
     }
+    match release_matches(ctx, a) {
+        Err(e) if ctx.force => {
+            log::warn!("{}: {e}; merging anyway (--force)", a.name);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn release_matches(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
+    let dir = match a.usr_only {
+        true => "lib/extension-release.d",
+        false => ctx.class.release_dir(),
+    };
     let (path, text) = match fs::release_file(&a.tree, dir, &a.name) {
         Ok(found) => found,
         Err(ReleaseError::Select(e)) => return Err(e.into()),
@@ -462,11 +477,5 @@ fn check_release(ctx: &Context, a: &Activated) -> Result<(), ActivateError> {
         scope: ctx.scope,
         arch: ctx.arch,
     };
-    match release::check(&ext, &host) {
-        Err(e) if ctx.force => {
-            log::warn!("{}: {e}; merging anyway (--force)", a.name);
-            Ok(())
-        }
-        other => Ok(other?),
-    }
+    Ok(release::check(&ext, &host)?)
 }

@@ -68,7 +68,9 @@ pub struct Found {
     /// Where it really is, symlinks resolved inside the root.
     pub resolved: PathBuf,
     pub kind: EntryKind,
-    pub mtime: i64,
+    /// When it was made, in µs, as systemd shows it: a directory's birth time (its mtime says
+    /// nothing about the tree), else the mtime.
+    pub time_us: i64,
     /// A directory with subdirectories (link count above 2): certainly not empty.
     pub has_subdirs: bool,
 }
@@ -103,9 +105,6 @@ pub fn discover(root: &Path, class: Class, in_initrd: bool) -> Vec<Found> {
             .collect();
         names.sort();
         for (file, link) in names {
-            if file.starts_with('.') {
-                continue;
-            }
             let rel = Path::new(dir).join(&file);
             let resolved = match link {
                 true => chase(root, &rel),
@@ -192,7 +191,12 @@ fn classify(path: PathBuf, file: &str, resolved: PathBuf) -> Option<Found> {
         path,
         resolved,
         kind,
-        mtime: md.mtime(),
+        time_us: match md.created() {
+            Ok(born) if ft.is_dir() => born
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+            _ => md.mtime() * 1_000_000 + md.mtime_nsec() / 1000,
+        },
         has_subdirs: ft.is_dir() && md.nlink() > 2,
     })
 }

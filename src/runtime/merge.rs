@@ -396,14 +396,14 @@ fn overlay(
     if names.is_empty() && ctx.mutable == Mutable::No {
         return Ok(false);
     }
-    // The meta layer, on top; its top directory is the merged hierarchy's, so it takes the
-    // host hierarchy's mode and owner.
+    // The meta layer, on top: its top directory (the merged hierarchy's) keeps the host
+    // hierarchy's mode (not its owner, as systemd 262), and its list names every extension
+    // merged, as systemd's does.
     let meta = ws.name("m");
     let meta_path = staged.join(&meta).join(meta_dir(ctx.class));
     fs::create_dir_all(&meta_path).map_err(io(&meta_path))?;
     let host = fs::metadata(&target).map_err(io(&target))?;
-    keep_mode(&staged.join(&meta), &host)?;
-    // Every extension of the merge, as systemd lists them, lowest first.
+    fs::set_permissions(staged.join(&meta), host.permissions()).map_err(io(&meta_path))?;
     let list: String = layers
         .iter()
         .rev()
@@ -428,7 +428,9 @@ fn overlay(
         names,
         MountFlags::RDONLY | MountFlags::NODEV,
     )?);
-    if !writes.upper_is_hierarchy {
+    // The host's hierarchy is the bottom layer unless it is empty (or the upper itself).
+    let backing = (!writes.upper_is_hierarchy && non_empty_dir(&target)).then(|| host.dev());
+    if backing.is_some() {
         lower.push(escape(&target));
     }
     let mut options = format!("lowerdir={}", lower.join(":"));
@@ -493,7 +495,7 @@ fn overlay(
     let work = persistent.map(|(_, w)| w.strip_prefix(&ctx.root).unwrap_or(w));
     let meta = Meta {
         dir: &meta_path,
-        backing: host.dev(),
+        backing,
         origin,
         work_dir: work,
     };
@@ -540,21 +542,11 @@ fn mount_flags(ctx: &Context, writable: bool) -> MountFlags {
     flags
 }
 
-/// The merged hierarchy's top directory (the meta layer's) gets the host's mode and owner (the
-/// owner where we may set it).
-fn keep_mode(top: &Path, host: &fs::Metadata) -> Result<(), MergeError> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Err(e) = std::os::unix::fs::chown(top, Some(host.uid()), Some(host.gid())) {
-        debug!("{}: keeping the hierarchy's owner: {e}", top.display());
-    }
-    fs::set_permissions(top, fs::Permissions::from_mode(host.mode() & 0o7777)).map_err(io(top))
-}
-
 /// The meta files written once the overlay is up (`extensions` is written before).
 struct Meta<'a> {
     dir: &'a Path,
-    /// st_dev of the host hierarchy under the overlay.
-    backing: u64,
+    /// st_dev of the host hierarchy under the overlay, when it is a layer.
+    backing: Option<u64>,
     origin: &'a str,
     /// A persistent upper's work directory, relative to the root, for unmerge to remove.
     work_dir: Option<&'a Path>,
@@ -564,11 +556,8 @@ impl Meta<'_> {
     fn write(&self, target: &Path) -> Result<(), MergeError> {
         let devnum = |d: u64| format!("{}:{}\n", rustix::fs::major(d), rustix::fs::minor(d));
         let dev = fs::metadata(target).map_err(io(target))?.dev();
-        let mut files = vec![
-            ("dev", devnum(dev)),
-            ("backing", devnum(self.backing)),
-            ("origin", self.origin.to_owned()),
-        ];
+        let mut files = vec![("dev", devnum(dev)), ("origin", self.origin.to_owned())];
+        files.extend(self.backing.map(|b| ("backing", devnum(b))));
         if let Some(w) = self.work_dir {
             files.push(("work_dir", format!("{}\n", cescape(&w.to_string_lossy()))));
         }
@@ -793,7 +782,7 @@ fn submounts(dir: &Path) -> Vec<PathBuf> {
     points
 }
 
-/// A merged hierarchy: the extensions its meta file lists, and when it was merged.
+/// A merged hierarchy: the extensions its meta file lists, and when it was merged (µs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
     pub hierarchy: String,
@@ -826,7 +815,7 @@ pub fn status_of(root: &Path, class: Class, h: &str) -> Option<Merged> {
     }
     let names = small(class.plural(), 16 << 20).unwrap_or_default();
     let since = fs::metadata(target.join(meta).join("dev"))
-        .map(|m| m.mtime())
+        .map(|m| m.mtime() * 1_000_000 + m.mtime_nsec() / 1000)
         .unwrap_or(0);
     Some(Merged {
         hierarchy: format!("/{h}"),

@@ -70,27 +70,31 @@ pub fn refresh(ctx: &Context, always: bool) -> Result<Option<Report>, MergeError
     merge::refresh(ctx, ctx.scope == Scope::Initrd, always)
 }
 
-/// `status`: one entry per hierarchy, merged or not.
+/// `status`: one entry per hierarchy, merged or not (an empty list, as systemd 262 shows it;
+/// 252 said "none"), sorted by hierarchy as systemd-sysext does.
 pub fn status(root: &Path, class: Class) -> Value {
     let merged = merge::status(root, class);
-    merge::hierarchies(class)
+    let mut hiers = merge::hierarchies(class);
+    hiers.sort();
+    hiers
         .iter()
         .map(|h| {
             let m = merged.iter().find(|m| m.hierarchy == format!("/{h}"));
             json!({
                 "hierarchy": format!("/{h}"),
-                "extensions": m.map(|m| json!(m.extensions)).unwrap_or(json!("none")),
+                "extensions": m.map(|m| m.extensions.clone()).unwrap_or_default(),
                 "since": m.map(|m| m.since),
             })
         })
         .collect()
 }
 
-/// `list`: every extension found, merged or not.
+/// `list`: every extension found, merged or not: where it really is (symlinks resolved) and
+/// when it was made (µs), as systemd-sysext shows them.
 pub fn list(root: &Path, class: Class, in_initrd: bool) -> Value {
     discover::discover(root, class, in_initrd)
         .iter()
-        .map(|f| json!({"name": f.name, "type": f.kind.name(), "path": f.path, "time": f.mtime}))
+        .map(|f| json!({"name": f.name, "type": f.kind.name(), "path": f.resolved, "time": f.time_us}))
         .collect()
 }
 

@@ -22,6 +22,17 @@ where
     Cli::new(BIN).args(args)
 }
 
+/// Debian sid's systemd, unpacked (fetched once by scripts/fetch-systemd-sid, cached; waits
+/// on its lock while CI fetches it), or a path that does not exist.
+pub fn systemd_sid() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-systemd-sid");
+    let out = Command::new(script).output().unwrap();
+    if !out.status.success() {
+        eprintln!("{script}: {}", stderr(&out));
+    }
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// `build sysext` of `tree` as extension `name` for any OS (`--id _any`); more flags follow.
 pub fn build_any<'a>(tree: &'a Path, name: &'a str) -> [&'a str; 8] {
     [
