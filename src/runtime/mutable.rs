@@ -5,7 +5,7 @@
 //! a layer.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::format::release::Class;
@@ -114,12 +114,16 @@ pub fn layers(
     ephemeral: &Path,
 ) -> Result<Layers, String> {
     let rel = dir(h);
-    if mode == Mutable::Yes {
+    // A directory made here for the upper layer is the merged hierarchy's top directory: it
+    // gets the hierarchy's mode, as with systemd.
+    let host_mode = fs::metadata(target)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or(0o755);
+    if mode == Mutable::Yes && chase(root, &rel).is_none() {
         let full = root.join(&rel);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&full)
+        fs::create_dir_all(full.parent().unwrap_or(root))
+            .and_then(|()| fs::DirBuilder::new().mode(host_mode).create(&full))
+            .and_then(|()| fs::set_permissions(&full, fs::Permissions::from_mode(host_mode)))
             .map_err(|e| format!("creating {}: {e}", full.display()))?;
     }
     let existing = match mode {
@@ -128,7 +132,7 @@ pub fn layers(
     };
     let mut out = Layers::default();
     if mode.ephemeral() {
-        out.upper = Some(on_tmpfs(ephemeral, h)?);
+        out.upper = Some(on_tmpfs(ephemeral, h, host_mode)?);
     } else if let Some(upper) = existing.as_ref().filter(|_| !mode.imports()) {
         out.upper_is_hierarchy = same_inode(upper, target);
         out.upper = Some(persistent(upper, h)?);
@@ -139,13 +143,15 @@ pub fn layers(
     Ok(out)
 }
 
-/// An ephemeral upper directory and its work directory, in `tmpfs`.
-fn on_tmpfs(tmpfs: &Path, h: &str) -> Result<(PathBuf, PathBuf), String> {
+/// An ephemeral upper directory (mode `mode`) and its work directory, in `tmpfs`.
+fn on_tmpfs(tmpfs: &Path, h: &str, mode: u32) -> Result<(PathBuf, PathBuf), String> {
     let c = component(h);
     let (upper, work) = (tmpfs.join(&c), tmpfs.join(format!(".systemd-{c}-workdir")));
     for d in [&upper, &work] {
         fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
+    fs::set_permissions(&upper, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", upper.display()))?;
     Ok((upper, work))
 }
 
@@ -207,6 +213,7 @@ mod tests {
         let (root, eph) = (d.path().join("root"), d.path().join("eph"));
         let usr = root.join("usr");
         fs::create_dir_all(&usr).unwrap();
+        fs::set_permissions(&usr, fs::Permissions::from_mode(0o711)).unwrap();
         let get = |m| layers(&root, "usr", &usr, m, &eph).unwrap();
         // Without the mutable directory: auto and import change nothing.
         for m in [Mutable::No, Mutable::Auto, Mutable::Import] {
@@ -215,11 +222,12 @@ mod tests {
         }
         let l = get(Mutable::Ephemeral);
         assert_eq!(l.upper.unwrap().0, eph.join("usr"));
-        // yes creates it (0700) with the work directory beside it; auto then uses it.
+        // yes creates it (with the hierarchy's mode) and the work directory beside it; auto
+        // then uses it.
         let m = root.join("var/lib/extensions.mutable/usr");
         let work = root.join("var/lib/extensions.mutable/.systemd-usr-workdir");
         assert_eq!(get(Mutable::Yes).upper, Some((m.clone(), work.clone())));
-        assert_eq!(fs::metadata(&m).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(&m).unwrap().mode() & 0o777, 0o711);
         assert_eq!(get(Mutable::Auto).upper, Some((m.clone(), work)));
         let l = get(Mutable::Import);
         assert_eq!((l.import, l.upper), (Some(m.clone()), None));
