@@ -4,8 +4,9 @@
 //! verifies them (the kernel refuses our signer: the userspace fallback, allowed by the UKI's
 //! command line), merges the good one, and switches to the root. With swtpm as the TPM, PCR 11
 //! seen in the root is what `systemd-measure calculate` predicts from the UKI's sections and
-//! our two phases, and differs once a section is tampered with. Each boot batches its checks
-//! and prints its timeline.
+//! our two phases, and differs once a section is tampered with. The UEFI variant of the test
+//! kernel (kernel-config/systemd.config) in a UKI: its keyring verifies the extension, no
+//! fallback. Each boot batches its checks and prints its timeline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
