@@ -483,6 +483,47 @@ impl Uefi<'_> {
     }
 }
 
+/// The root's init prints PCRs 11 and 13 of each bank from sysfs (Linux 6.1 has them there).
+pub const PRINT_PCRS: &str = "mount -t sysfs sysfs /sys 2>/dev/null\n\
+    for p in 11 13; do for b in sha1 sha256 sha384 sha512; do \
+    echo \"PCR$p-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/$p)\"; done; done";
+
+/// (bank, lowercase hex) of PCR `pcr` from the root's PRINT_PCRS lines; banks without a value
+/// (not active) are left out.
+pub fn pcr_seen(boot: &Boot, pcr: u32) -> Vec<(String, String)> {
+    let tag = format!("PCR{pcr}-");
+    let lines = boot.console.lines().filter_map(|l| l.split_once(&tag));
+    let values = lines.filter_map(|(_, kv)| kv.trim().split_once('='));
+    let found = values.filter(|(_, v)| !v.is_empty() && !v.contains('$'));
+    found
+        .map(|(b, v)| (b.to_owned(), v.to_ascii_lowercase()))
+        .collect()
+}
+
+/// `systemd-measure calculate` on `uki`'s sections (objcopy) for the phases
+/// enter-initrd:leave-initrd: (bank, hex) for sha1 and sha256 (252 predicts no others).
+pub fn pcr11_predicted(uki: &Path) -> Vec<(String, String)> {
+    let mut cmd = Command::new("/lib/systemd/systemd-measure");
+    cmd.arg("calculate");
+    for section in ["linux", "osrel", "cmdline", "initrd"] {
+        let out = uki.with_extension(section);
+        run(Command::new("objcopy")
+            .args(["-O", "binary", "--only-section", &format!(".{section}")])
+            .args([s(uki), s(&out)]));
+        cmd.arg(format!("--{section}={}", out.display()));
+    }
+    cmd.args([
+        "--bank=sha1",
+        "--bank=sha256",
+        "--phase=enter-initrd:leave-initrd",
+    ]);
+    let text = String::from_utf8(run(&mut cmd).stdout).unwrap();
+    let values = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("11:")?.split_once('='));
+    values.map(|(b, v)| (b.to_owned(), v.to_owned())).collect()
+}
+
 /// Starts swtpm (a TPM 2.0, state in `dir/tpm`, control socket `dir/swtpm.sock`) and adds
 /// the QEMU arguments that make it the machine's TPM.
 fn swtpm(dir: &Path, qemu: &mut Command) -> std::process::Child {

@@ -5,8 +5,9 @@
 //! command line), merges the good one, and switches to the root. With swtpm as the TPM, PCR 11
 //! seen in the root is what `systemd-measure calculate` predicts from the UKI's sections and
 //! our two phases, and differs once a section is tampered with; PCR 13 is what `initrd-sysext
-//! pcr predict` gives for the stub's cpio of the ESP's extensions and the one merged. Each
-//! boot batches its checks and prints its timeline.
+//! pcr predict` gives for the stub's cpio of the ESP's extensions and the one merged. The UEFI
+//! variant of the test kernel (kernel-config/systemd.config) in a UKI: its keyring verifies
+//! the extension, no fallback. Each boot batches its checks and prints its timeline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,47 +185,6 @@ fn scenario2_unsigned_and_untrusted_beside_it_are_refused() {
         .expect("ROOT-INIT: done");
 }
 
-/// The root's init prints PCRs 11 and 13 of each bank from sysfs (Linux 6.1 has them there).
-const PRINT_PCRS: &str = "mount -t sysfs sysfs /sys 2>/dev/null\n\
-    for p in 11 13; do for b in sha1 sha256 sha384 sha512; do \
-    echo \"PCR$p-$b=$(cat /sys/class/tpm/tpm0/pcr-$b/$p)\"; done; done";
-
-/// (bank, lowercase hex) of PCR `pcr` from the root's PRINT_PCRS lines; banks without a value
-/// (not active) are left out.
-fn pcr_seen(boot: &Boot, pcr: u32) -> Vec<(String, String)> {
-    let tag = format!("PCR{pcr}-");
-    let lines = boot.console.lines().filter_map(|l| l.split_once(&tag));
-    let values = lines.filter_map(|(_, kv)| kv.trim().split_once('='));
-    let found = values.filter(|(_, v)| !v.is_empty() && !v.contains('$'));
-    found
-        .map(|(b, v)| (b.to_owned(), v.to_ascii_lowercase()))
-        .collect()
-}
-
-/// `systemd-measure calculate` on `uki`'s sections (objcopy) for the phases
-/// enter-initrd:leave-initrd: (bank, hex) for sha1 and sha256 (252 predicts no others).
-fn pcr11_predicted(uki: &Path) -> Vec<(String, String)> {
-    let mut cmd = std::process::Command::new("/lib/systemd/systemd-measure");
-    cmd.arg("calculate");
-    for section in ["linux", "osrel", "cmdline", "initrd"] {
-        let out = uki.with_extension(section);
-        run(std::process::Command::new("objcopy")
-            .args(["-O", "binary", "--only-section", &format!(".{section}")])
-            .args([s(uki), s(&out)]));
-        cmd.arg(format!("--{section}={}", out.display()));
-    }
-    cmd.args([
-        "--bank=sha1",
-        "--bank=sha256",
-        "--phase=enter-initrd:leave-initrd",
-    ]);
-    let text = String::from_utf8(run(&mut cmd).stdout).unwrap();
-    let values = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("11:")?.split_once('='));
-    values.map(|(b, v)| (b.to_owned(), v.to_owned())).collect()
-}
-
 /// `initrd-sysext pcr predict` (all four banks): the stub's event for the ESP's `extensions`,
 /// then boot mode's for `merged`.
 fn pcr13_predicted(extensions: &[&Path], merged: &[&Path]) -> Vec<(String, String)> {
@@ -339,4 +299,67 @@ fn measured_boot_a_tampered_cmdline_changes_pcr11() {
     assert_ne!(s, p, "a tampered section must change PCR 11");
     let (_, own) = compare(&pcr_seen(&boot, 11), &pcr11_predicted(&tampered), "sha256");
     assert_eq!(s, own, "PCR 11 is the tampered UKI's own prediction");
+}
+
+/// The UKI of the UEFI variant of the test kernel (kernel-config/systemd.config: EFI stub,
+/// ACPI, TPM TIS/CRB, our test certificate built in): Debian's stub, our initrd without
+/// modules or verity.d, no userspace fallback on the command line.
+fn test_kernel_uki(dir: &Path, root_part_uuid: &str) -> PathBuf {
+    let (osrel, out) = (dir.join("os-release"), dir.join("uki.efi"));
+    std::fs::write(&osrel, "ID=debian\nVERSION_ID=12\n").unwrap();
+    let cmdline = format!("{CONSOLE_CMDLINE} root=PARTUUID={root_part_uuid}");
+    ours(&[
+        "build",
+        "uki",
+        "--kernel",
+        s(dracut_test_kernel()),
+        "--init",
+        s(binary()),
+        "--cmdline",
+        &cmdline,
+        "--os-release",
+        s(&osrel),
+        "--output",
+        s(&out),
+    ]);
+    out
+}
+
+/// The test kernel through UEFI, in one boot with swtpm: its keyring (not user space) verifies
+/// the ESP's signed extension, which merges and runs; the root is reached, PCR 11 there is
+/// `systemd-measure calculate`'s prediction and PCR 13 `pcr predict`'s.
+#[test]
+fn test_kernel_uki_kernel_keyring_verifies_and_pcrs_are_predicted() {
+    if !have_tpm_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = hello(d, "hello", Some("trusted"));
+    let (disk, part_uuid, _) = root_disk(d, &root_tree(d, PRINT_PCRS));
+    let uki = test_kernel_uki(d, &part_uuid);
+    let boot = boot_uki(d, &uki, &disk, &[&good], true);
+    timeline("uefi test kernel", &boot);
+    boot.expect("PCR 11 extended with enter-initrd (")
+        .expect("hello: erofs root image, Signed, signed by kernel keyring")
+        .expect_not("checking in userspace")
+        .expect_not("userspace)")
+        .expect("merged 1 extension(s) into /usr: hello")
+        .expect("HELLO-FROM-hello: BusyBox v1.35.0")
+        .expect("PCR 11 extended with leave-initrd (")
+        .expect("PCR 13 extended with sysext:hello:")
+        .expect("switching root to /sysroot")
+        .expect("ROOT-INIT: done");
+    let (seen, predicted) = (pcr_seen(&boot, 11), pcr11_predicted(&uki));
+    eprintln!("PCR 11 seen {seen:?}\nPCR 11 predicted {predicted:?}");
+    for bank in ["sha1", "sha256"] {
+        let (s, p) = compare(&seen, &predicted, bank);
+        assert_eq!(s, p, "PCR 11 {bank}: seen vs systemd-measure");
+    }
+    let (seen, predicted) = (pcr_seen(&boot, 13), pcr13_predicted(&[&good], &[&good]));
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for bank in ["sha1", "sha256", "sha384", "sha512"] {
+        let (s, p) = compare(&seen, &predicted, bank);
+        assert_eq!(s, p, "PCR 13 {bank}: seen vs pcr predict");
+    }
 }
