@@ -71,6 +71,8 @@ pub struct Found {
     /// When it was made, in µs, as systemd shows it: a directory's birth time (its mtime says
     /// nothing about the tree), else the mtime.
     pub time_us: i64,
+    /// (device, inode, mtime in µs) of what was found: a changed or replaced entry differs.
+    pub identity: (u64, u64, i64),
     /// A directory with subdirectories (link count above 2): certainly not empty.
     pub has_subdirs: bool,
 }
@@ -197,6 +199,11 @@ fn classify(path: PathBuf, file: &str, resolved: PathBuf) -> Option<Found> {
                 .map_or(0, |d| d.as_micros() as i64),
             _ => md.mtime() * 1_000_000 + md.mtime_nsec() / 1000,
         },
+        identity: (
+            md.dev(),
+            md.ino(),
+            md.mtime() * 1_000_000 + md.mtime_nsec() / 1000,
+        ),
         has_subdirs: ft.is_dir() && md.nlink() > 2,
     })
 }

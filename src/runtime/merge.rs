@@ -182,7 +182,7 @@ impl Staged {
             origin,
             workspace,
         } = self;
-        let origin = serde_json::to_string_pretty(&origin).unwrap_or_default() + "\n";
+        let origin = serde_json::to_string(&origin).unwrap_or_default() + "\n";
         for h in hierarchies(ctx.class) {
             // Highest first; each directory opened inside its extension when it is staged.
             let layers: Vec<&Activated> = active.iter().rev().collect();
@@ -204,16 +204,8 @@ impl Staged {
 /// in the root and the identity of the file or directory found there.
 fn origin_of(root: &Path, f: &Found) -> serde_json::Value {
     let path = Path::new("/").join(f.path.strip_prefix(root).unwrap_or(&f.path));
-    let md = fs::metadata(&f.resolved).ok();
-    let stamp = md
-        .as_ref()
-        .map(|m| m.mtime() * 1_000_000 + m.mtime_nsec() / 1000);
-    serde_json::json!({
-        "path": path,
-        "dev": md.as_ref().map(|m| m.dev()),
-        "inode": md.as_ref().map(|m| m.ino()),
-        "mtime": stamp,
-    })
+    let (dev, inode, mtime) = f.identity;
+    serde_json::json!({ "path": path, "dev": dev, "inode": inode, "mtime": mtime })
 }
 
 /// The mode and, where there is one, each hierarchy's mutable directory.
