@@ -51,6 +51,15 @@ fn dir_ext(root: &Path, dir: &str, name: &str, release: &str) {
     .unwrap();
 }
 
+/// This machine's ID= and VERSION_ID= lines: an extension for the namespace's own /usr.
+fn host_ids() -> String {
+    let host = fs::read_to_string("/etc/os-release").unwrap();
+    host.lines()
+        .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION_ID="))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 fn require_root() -> bool {
     if !is_root() {
         eprintln!("not root: mount namespaces need root; skipping");
@@ -231,15 +240,10 @@ fn systemd_sysext_recognises_and_unmerges_our_merge() {
     assert!(out.contains("UNMERGED-BY-SYSTEMD"), "{out}");
     // 252's `status --root` reads the meta file without the root prefix: check status on /,
     // merging a read-only overlay onto /usr inside the private namespace only.
-    let host_id = fs::read_to_string("/etc/os-release").unwrap();
     let ext = dir.path().join("run-ext");
     fs::create_dir_all(ext.join("usr/lib/extension-release.d")).unwrap();
     fs::create_dir_all(ext.join("usr/share/initrd-sysext-test")).unwrap();
-    let release: String = host_id
-        .lines()
-        .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION_ID="))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let release = host_ids();
     fs::write(
         ext.join("usr/lib/extension-release.d/extension-release.hostcheck"),
         release,
@@ -394,12 +398,7 @@ fn refresh_follows_origin_and_reload_manager_runs() {
     assert!(!after.contains(skipped), "always-refresh skipped:\n{out}");
 
     // The reload: merging onto this namespace's own /usr (read-only overlay, private).
-    let host = fs::read_to_string("/etc/os-release").unwrap();
-    let ids: String = host
-        .lines()
-        .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION_ID="))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let ids = host_ids();
     let ext = dir.path().join("reloader");
     fs::create_dir_all(ext.join("usr/lib/extension-release.d")).unwrap();
     fs::create_dir_all(ext.join("usr/share/reloader")).unwrap();
