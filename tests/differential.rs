@@ -627,6 +627,13 @@ fn mutable(r: &Root) {
     r.file("var/lib/extensions.mutable/usr/imported", "x");
 }
 
+fn mutable_refusals(r: &Root) {
+    r.ext("var/lib/extensions/a", DEBIAN);
+    r.file("var/lib/extensions.mutable/usr/old", "x");
+    r.mode("var/lib/extensions.mutable/usr", 0o700);
+    r.file("var/lib/extensions.mutable/opt/old", "x");
+}
+
 fn confexts(r: &Root) {
     r.ext("run/confexts/dir", DEBIAN);
     r.ext("var/lib/confexts/masked", DEBIAN);
@@ -951,6 +958,14 @@ const CASES: &[Case] = &[
         deviations: &[],
     },
     Case {
+        name: "mutable: an upper of another mode, a mutable directory that is the hierarchy",
+        flavor: &SYSEXT,
+        host: DEBIAN,
+        setup: mutable_refusals,
+        steps: MUTABLE_REFUSALS,
+        deviations: &[],
+    },
+    Case {
         name: "refresh: skipped while nothing changed, --always-refresh",
         flavor: &SYSEXT,
         host: DEBIAN,
@@ -999,6 +1014,21 @@ const MUTABLE_MODES: &[&str] = &[
     "merge --root={R} --mutable=ephemeral-import",
     "unmerge --root={R}",
     "merge --root={R} --mutable=no",
+    "unmerge --root={R}",
+];
+
+const MUTABLE_REFUSALS: &[&str] = &[
+    "merge --root={R} --mutable=yes",
+    "status --root={R} --json=short",
+    "unmerge --root={R}",
+    "sh chmod 0755 {R}/var/lib/extensions.mutable/usr",
+    "sh rm -r {R}/var/lib/extensions.mutable/opt",
+    "sh ln -s ../../../opt {R}/var/lib/extensions.mutable/opt",
+    "merge --root={R} --mutable=import",
+    "status --root={R} --json=short",
+    "unmerge --root={R}",
+    "merge --root={R} --mutable=yes",
+    "status --root={R} --json=short",
     "unmerge --root={R}",
 ];
 

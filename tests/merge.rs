@@ -378,13 +378,13 @@ fn refresh_follows_origin_and_reload_manager_runs() {
     let r = s(&root);
     let out = in_namespace(&format!(
         "{BIN} merge --root {r} >/dev/null
-         {BIN} refresh --root {r}
+         {BIN} refresh --root {r} --json=short 2>&1
          echo ORIGIN-BEFORE; grep -c '\"path\"' {r}/usr/.systemd-sysext/origin
          mkdir -p {r}/var/lib/extensions/two/usr/bin {r}/var/lib/extensions/two/usr/lib/extension-release.d
          echo ID=_any > {r}/var/lib/extensions/two/usr/lib/extension-release.d/extension-release.two
-         {BIN} refresh --root {r}
+         {BIN} refresh --root {r} 2>&1
          cat {r}/usr/.systemd-sysext/extensions
-         {BIN} refresh --root {r} --always-refresh=yes
+         {BIN} refresh --root {r} --always-refresh=yes 2>&1
          {BIN} unmerge --root {r} >/dev/null"
     ));
     let skipped = "Skipping extension refresh because no change was found";

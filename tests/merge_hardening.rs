@@ -366,3 +366,53 @@ fn meta_file_fifo_does_not_stall_status_or_merge() {
     assert!(!out.contains("RC=137"), "status or merge hung: {out}");
     assert_eq!(names(&out, "merged"), ["good"], "{out}");
 }
+
+/// A merge whose meta `work_dir` names something that is no work directory (empty once
+/// unescaped, the root's /etc, a path out of the root): unmerge unmounts it and removes
+/// nothing; a real one (`.systemd-usr-workdir`) is removed.
+#[test]
+fn unmerge_removes_only_a_real_work_directory() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = fake_root(dir.path());
+    let r = s(&root);
+    fs::create_dir_all(root.join("var/lib/extensions.mutable/.systemd-usr-workdir")).unwrap();
+    // A merge as systemd lays it out: the meta layer on top, its dev written after the mount.
+    let fake = |work_dir: &str| {
+        format!(
+            "rm -rf /run/m; mkdir -p /run/m/.systemd-sysext
+             printf 'a\\n' > /run/m/.systemd-sysext/extensions
+             printf '%s\\n' '{work_dir}' > /run/m/.systemd-sysext/work_dir
+             mount -t overlay sysext -o ro,lowerdir=/run/m:{r}/usr {r}/usr
+             echo $(stat -c %d {r}/usr) | awk '{{printf \"%d:%d\\n\", int($1/256), $1%256}}' > /run/m/.systemd-sysext/dev
+             {BIN} unmerge --root {r} 2>&1
+             grep -c ' {r}/usr ' /proc/self/mountinfo || true
+             test -d {r}/etc && test -f {r}/etc/os-release && echo ETC-KEPT
+             test -d {r} && echo ROOT-KEPT
+             test -d {r}/var/lib/extensions.mutable/.systemd-usr-workdir && echo WORK-KEPT || echo WORK-GONE\n"
+        )
+    };
+    let mut script = String::new();
+    for w in ["", "\\n", "etc", "../../etc", "/etc"] {
+        script += &fake(w);
+    }
+    script += &fake("var/lib/extensions.mutable/.systemd-usr-workdir");
+    let out = in_namespace(&script);
+    let runs: Vec<&str> = out.split("unmerged /usr").skip(1).collect();
+    assert_eq!(runs.len(), 6, "{out}");
+    for run in &runs[..5] {
+        assert!(
+            run.contains("ETC-KEPT") && run.contains("ROOT-KEPT"),
+            "{out}"
+        );
+        assert!(run.contains("WORK-KEPT"), "{out}");
+    }
+    assert!(runs[5].contains("WORK-GONE"), "{out}");
+    assert_eq!(
+        out.matches("not removing the work directory").count(),
+        5,
+        "{out}"
+    );
+}

@@ -463,12 +463,12 @@ fn extension_release(spec: &Spec, tree: &Tree, rel_path: &str) -> Result<String,
             }
         }
     }
-    let prefix = class.level_key().trim_end_matches("_LEVEL");
+    let (id_key, version_key) = class.id_keys();
     derived.set("ARCHITECTURE", spec.layout.arch.name());
     derived.set(class.scope_key(), &spec.scope);
-    derived.set(&format!("{prefix}_ID"), &spec.name);
+    derived.set(id_key, &spec.name);
     if let Some(v) = &spec.version {
-        derived.set(&format!("{prefix}_VERSION_ID"), v);
+        derived.set(version_key, v);
     }
     let mut release = existing.clone();
     for (k, v) in derived.fields {

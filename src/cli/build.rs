@@ -182,6 +182,10 @@ impl SysextArgs {
         let mut layout = repart::layout(self.flags, self.definitions.as_deref(), signing.is_some())
             .map_err(failed)?;
         if class == Class::Confext {
+            if self.definitions.is_some() {
+                // repart's CopyFiles= here takes /usr and /opt only.
+                return Err(usage("build confext takes no --definitions"));
+            }
             layout.hierarchies = Hierarchies::ETC;
         }
         let output = expand_output(&output, layout.arch, self.version.as_deref())?;

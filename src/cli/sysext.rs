@@ -202,14 +202,16 @@ pub fn run(p: &mut Parser, class: Class) -> Result<(), CliError> {
             })
         }
         _ => {
-            let wanted_before = reload && verbs::reload_wanted(root, class);
+            // A refresh reloads for what it unmerges as well as for what it merges.
+            let wanted_before = verb == "refresh" && reload && verbs::reload_wanted(root, class);
             let report = match verb {
                 "refresh" => verbs::refresh(&ctx, a.always_refresh),
                 _ => verbs::merge(&ctx, &mut |_| ()).map(Some),
             }
             .map_err(failed)?;
             let Some(report) = report else {
-                println!(
+                // On stderr, as systemd logs it: `--json` output stays JSON.
+                eprintln!(
                     "Skipping extension refresh because no change was found, use \
                      --always-refresh=yes to always do a refresh."
                 );

@@ -154,6 +154,15 @@ impl Class {
         }
     }
 
+    /// The extension-release keys naming the extension and its version (`SYSEXT_ID`,
+    /// `SYSEXT_VERSION_ID`; `CONFEXT_…`).
+    pub fn id_keys(self) -> (&'static str, &'static str) {
+        match self {
+            Class::Sysext => ("SYSEXT_ID", "SYSEXT_VERSION_ID"),
+            Class::Confext => ("CONFEXT_ID", "CONFEXT_VERSION_ID"),
+        }
+    }
+
     /// The meta file listing a merge's extensions (`.systemd-sysext/extensions`,
     /// `.systemd-confext/confexts`).
     pub fn plural(self) -> &'static str {

@@ -1,6 +1,7 @@
 //! systemd's unit-file syntax, as mkosi.conf and repart.d use it: `[Section]` headers,
-//! `Key=Value` lines, `#`/`;` comments and, in mkosi's dialect, indented continuation lines; and
-//! systemd's boolean words. Parsed into entries; what they mean is the caller's.
+//! `Key=Value` lines, `#`/`;` comments and, in mkosi's dialect, indented continuation lines;
+//! systemd's boolean words; and its C-style string escapes (`cescape`/`cunescape`, as in
+//! sysext's `work_dir` meta file). Parsed into entries; what they mean is the caller's.
 
 use std::path::{Path, PathBuf};
 
@@ -119,6 +120,68 @@ pub fn boolean(value: &str) -> Option<bool> {
     }
 }
 
+/// systemd's `cescape`: `\\`, quotes and `\a\b\f\n\r\t\v` as C escapes, other control
+/// bytes and bytes from 0x7f up as three octal digits.
+pub fn cescape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes {
+        match b {
+            b'\\' | b'"' | b'\'' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x07 => out += "\\a",
+            0x08 => out += "\\b",
+            0x0c => out += "\\f",
+            b'\n' => out += "\\n",
+            b'\r' => out += "\\r",
+            b'\t' => out += "\\t",
+            0x0b => out += "\\v",
+            b if !(b' '..0x7f).contains(&b) => out += &format!("\\{b:03o}"),
+            b => out.push(b as char),
+        }
+    }
+    out
+}
+
+/// systemd's `cunescape` of what [`cescape`] writes (and `\xHH`); None for a malformed escape.
+pub fn cunescape(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let c = bytes.next()?;
+        let simple = match c {
+            b'a' => Some(0x07),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'v' => Some(0x0b),
+            b'\\' | b'"' | b'\'' => Some(c),
+            _ => None,
+        };
+        let value = match (simple, c) {
+            (Some(v), _) => v,
+            (None, b'x') => {
+                let hex = [bytes.next()?, bytes.next()?];
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            (None, b'0'..=b'3') => {
+                let oct = [c, bytes.next()?, bytes.next()?];
+                u8::from_str_radix(std::str::from_utf8(&oct).ok()?, 8).ok()?
+            }
+            _ => return None,
+        };
+        out.push(value);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +267,17 @@ mod tests {
         }
         assert_eq!(boolean("maybe"), None);
         assert_eq!(boolean(""), None);
+    }
+
+    #[test]
+    fn cescape_round_trips_as_systemd_writes() {
+        let raw = b"var/lib/a b\\c\"'\n\t\x01\x7f\xe9/w";
+        let escaped = cescape(raw);
+        assert_eq!(escaped, "var/lib/a b\\\\c\\\"\\'\\n\\t\\001\\177\\351/w");
+        assert_eq!(cunescape(&escaped).as_deref(), Some(&raw[..]));
+        assert_eq!(cunescape("a\\x41\\r").as_deref(), Some(&b"aA\r"[..]));
+        for bad in ["\\", "\\q", "\\x4", "\\09", "\\4zz"] {
+            assert_eq!(cunescape(bad), None, "{bad:?}");
+        }
     }
 }

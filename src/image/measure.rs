@@ -128,8 +128,9 @@ impl Write for Hashers {
 /// case), ASCII, at most 255 characters, not starting with `.`.
 fn stub_name(path: &Path) -> Result<&str, MeasureError> {
     let name = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-    let raw = name.len() > 4 && name[name.len() - 4..].eq_ignore_ascii_case(".raw");
-    if !raw || !name.is_ascii() || name.len() > 255 || name.starts_with('.') {
+    let raw = |n: &str| n.len() > 4 && n[n.len() - 4..].eq_ignore_ascii_case(".raw");
+    // ASCII first: slicing at len - 4 is then a character boundary.
+    if !name.is_ascii() || !raw(name) || name.len() > 255 || name.starts_with('.') {
         return Err(refused(
             path,
             "systemd-stub passes on only files named *.raw (ASCII, at most 255 characters, \

@@ -137,9 +137,18 @@ pub fn discover(root: &Path, class: Class, in_initrd: bool) -> Vec<Found> {
 }
 
 fn is_empty_dir(f: &Found) -> bool {
-    f.kind == EntryKind::Directory
-        && !f.has_subdirs
-        && fs::read_dir(&f.resolved).is_ok_and(|mut d| d.next().is_none())
+    f.kind == EntryKind::Directory && !f.has_subdirs && !has_entries(&f.resolved)
+}
+
+/// `dir` is a directory with something in it.
+pub fn has_entries(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// An mtime in µs, as systemd shows times.
+pub fn mtime_us(md: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.mtime() * 1_000_000 + md.mtime_nsec() / 1000
 }
 
 /// The best entry of the versioned directory `rel` (resolved at `dir`) named for extension
@@ -197,15 +206,26 @@ fn classify(path: PathBuf, file: &str, resolved: PathBuf) -> Option<Found> {
             Ok(born) if ft.is_dir() => born
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as i64),
-            _ => md.mtime() * 1_000_000 + md.mtime_nsec() / 1000,
+            _ => mtime_us(&md),
         },
-        identity: (
-            md.dev(),
-            md.ino(),
-            md.mtime() * 1_000_000 + md.mtime_nsec() / 1000,
-        ),
+        identity: (md.dev(), md.ino(), mtime_us(&md)),
         has_subdirs: ft.is_dir() && md.nlink() > 2,
     })
+}
+
+/// `root/rel` with symlinks resolved inside `root` (an `R/opt -> /opt` is R's own /opt, never
+/// the host's); created when missing (mode 0755), in the directory its parent resolves to.
+pub fn dir_inside(root: &Path, rel: &Path) -> std::io::Result<PathBuf> {
+    if let Some(target) = chase(root, rel) {
+        return Ok(target);
+    }
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(root.to_owned());
+    };
+    let target = dir_inside(root, parent)?.join(name);
+    // Not create_dir_all: a dangling symlink (pointing nowhere inside the root) fails here.
+    fs::create_dir(&target)?;
+    Ok(target)
 }
 
 /// Resolves `rel` under `root`, following symlinks but never leaving `root` (absolute

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -20,6 +21,7 @@ use rustix::process::fchdir;
 
 use crate::format::lookup::Filesystem;
 use crate::format::release::Class;
+use crate::format::unit;
 use crate::image::fs::Dir;
 use crate::runtime::activate::{self, ActivateError, Activated, Context};
 use crate::runtime::discover::{self, Found};
@@ -76,6 +78,7 @@ pub fn hierarchies(class: Class) -> Vec<String> {
         Ok(v) if !v.is_empty() => v
             .split(':')
             .map(|h| h.trim_matches('/').to_owned())
+            .filter(|h| !h.is_empty())
             .collect(),
         _ => default.iter().map(|h| h.to_string()).collect(),
     }
@@ -186,8 +189,14 @@ impl Staged {
         for h in hierarchies(ctx.class) {
             // Highest first; each directory opened inside its extension when it is staged.
             let layers: Vec<&Activated> = active.iter().rev().collect();
-            if overlay(ctx, &workspace, &h, &layers, &origin)? {
-                report.hierarchies.push(format!("/{h}"));
+            match overlay(ctx, &workspace, &h, &layers, &origin) {
+                Ok(true) => report.hierarchies.push(format!("/{h}")),
+                Ok(false) => {}
+                Err(e) => {
+                    // All or nothing, as systemd: the hierarchies merged so far go again.
+                    undo(ctx, &report.hierarchies);
+                    return Err(e);
+                }
             }
         }
         report.merged = active
@@ -200,6 +209,20 @@ impl Staged {
     }
 }
 
+/// Unmounts the overlays (and meta bind mounts) this merge put on `hierarchies`.
+fn undo(ctx: &Context, hierarchies: &[String]) {
+    for h in hierarchies {
+        let Some(target) = discover::chase(&ctx.root, Path::new(h.trim_start_matches('/'))) else {
+            continue;
+        };
+        let _ = unmount(target.join(meta_dir(ctx.class)), UnmountFlags::DETACH);
+        match unmount(&target, UnmountFlags::DETACH) {
+            Ok(()) => info!("{h}: merge undone"),
+            Err(e) => error!("undoing the merge of {h}: {e}"),
+        }
+    }
+}
+
 /// Where an extension came from, to tell a later refresh whether anything changed: its path
 /// in the root and the identity of the file or directory found there.
 fn origin_of(root: &Path, f: &Found) -> serde_json::Value {
@@ -208,20 +231,17 @@ fn origin_of(root: &Path, f: &Found) -> serde_json::Value {
     serde_json::json!({ "path": path, "dev": dev, "inode": inode, "mtime": mtime })
 }
 
-/// The mode and, where there is one, each hierarchy's mutable directory.
+/// The mode and each hierarchy's mutable directory that exists (so that a refresh after one
+/// was made, e.g. under `auto`, is not skipped).
 fn mutable_origin(ctx: &Context) -> serde_json::Value {
     if ctx.mutable == Mutable::No {
         return serde_json::json!({ "mode": "no" });
     }
     let dirs: serde_json::Map<String, serde_json::Value> = hierarchies(ctx.class)
         .iter()
-        .map(|h| {
-            let dir = match ctx.mutable.ephemeral() {
-                true => ctx.staging.join(mutable::component(h)),
-                false => Path::new("/").join(mutable::dir(h)),
-            };
-            (format!("/{h}"), serde_json::json!(dir))
-        })
+        .map(|h| (format!("/{h}"), Path::new("/").join(mutable::dir(h))))
+        .filter(|(_, d)| discover::chase(&ctx.root, d).is_some_and(|p| p.is_dir()))
+        .map(|(h, d)| (h, serde_json::json!(d)))
         .collect();
     serde_json::json!({ "mode": ctx.mutable.name(), "mutableDirs": dirs })
 }
@@ -352,20 +372,11 @@ fn overlay(
     origin: &str,
 ) -> Result<bool, MergeError> {
     let hier = format!("/{h}");
-    // In a mutable mode systemd merges the hierarchies no extension has, too: always where
-    // writes have somewhere to go, else where the host's is not empty (an overlay needs two
-    // layers; systemd fails there).
-    let host_has = || discover::chase(&ctx.root, Path::new(h)).is_some_and(|p| non_empty_dir(&p));
-    let upper = || {
-        ctx.mutable.always_writable()
-            || (ctx.mutable == Mutable::Auto
-                && discover::chase(&ctx.root, &mutable::dir(h)).is_some_and(|p| p.is_dir()))
-    };
-    let unused = ctx.mutable == Mutable::No || !(upper() || host_has());
-    if unused && !layers.iter().any(|a| a.has_hierarchy(h)) {
+    let provided = layers.iter().any(|a| a.has_hierarchy(h));
+    if !provided && !mutable::merges_unused(&ctx.root, h, ctx.mutable) {
         return Ok(false);
     }
-    let target = match target_of(&ctx.root, Path::new(h)) {
+    let target = match discover::dir_inside(&ctx.root, Path::new(h)) {
         Ok(target) => target,
         Err(e) => {
             log::warn!("{hier} not merged: {e} (not a directory inside the root)");
@@ -388,20 +399,8 @@ fn overlay(
     if names.is_empty() && ctx.mutable == Mutable::No {
         return Ok(false);
     }
-    // The meta layer, on top: its top directory (the merged hierarchy's) keeps the host
-    // hierarchy's mode (not its owner, as systemd 262), and its list names every extension
-    // merged, as systemd's does.
-    let meta = ws.name("m");
-    let meta_path = staged.join(&meta).join(meta_dir(ctx.class));
-    fs::create_dir_all(&meta_path).map_err(io(&meta_path))?;
     let host = fs::metadata(&target).map_err(io(&target))?;
-    fs::set_permissions(staged.join(&meta), host.permissions()).map_err(io(&meta_path))?;
-    let list: String = layers
-        .iter()
-        .rev()
-        .map(|a| format!("{}\n", a.name))
-        .collect();
-    fs::write(meta_path.join(ctx.class.plural()), list).map_err(io(&meta_path))?;
+    let (meta, meta_path) = meta_layer(ctx, ws, &staged, layers, &host)?;
     let eph = ws.dir.join("e");
     let writes = mutable::layers(&ctx.root, h, &target, ctx.mutable, &eph).map_err(|what| {
         MergeError::Mutable {
@@ -411,85 +410,34 @@ fn overlay(
     })?;
     // Relative layer paths resolve from the staging directory.
     let _cwd = Cwd::enter(dir.as_fd()).map_err(|e| io(&staged)(e.into()))?;
-    let grouped = names.len() + 2 > OVL_MAX_STACK;
-    let mut lower = vec![meta];
-    lower.extend(writes.import.as_deref().map(escape));
-    lower.extend(stack(
-        ws,
-        &hier,
-        names,
-        MountFlags::RDONLY | MountFlags::NODEV,
-    )?);
     // The host's hierarchy is the bottom layer unless it is empty (or the upper itself).
-    let backing = (!writes.upper_is_hierarchy && non_empty_dir(&target)).then(|| host.dev());
-    if backing.is_some() {
-        lower.push(escape(&target));
-    }
-    let mut options = format!("lowerdir={}", lower.join(":"));
-    if let Some((upper, work)) = &writes.upper {
-        options += &format!(
-            ",upperdir={},workdir={},redirect_dir=on,metacopy=off",
-            escape(upper),
-            escape(work)
-        );
-    }
-    debug!("overlay {hier}: {} bytes of options", options.len());
-    if options.len() > OPTIONS_MAX {
-        return Err(MergeError::Limit {
-            hierarchy: hier,
-            what: format!(
-                "the overlay's options take {} bytes, over the kernel's limit of one page \
-                 ({OPTIONS_MAX}): the path of the hierarchy is too long",
-                options.len()
-            ),
-        });
-    }
-    let submounts = submounts(&target);
+    let backing =
+        (!writes.upper_is_hierarchy && discover::has_entries(&target)).then(|| host.dev());
+    let grouped = names.len() + 2 + writes.import.is_some() as usize > OVL_MAX_STACK;
+    let bottom = backing.map(|_| target.as_path());
+    let options = options(ws, &hier, meta, &writes, names, bottom)?;
     let flags = mount_flags(ctx, writes.upper.is_some());
-    let data = std::ffi::CString::new(options).map_err(|_| MergeError::Overlay {
-        hierarchy: hier.clone(),
-        source: std::io::ErrorKind::InvalidInput.into(),
-    })?;
-    let mount_at = |at: &Path| {
-        mount("sysext", at, "overlay", flags, Some(data.as_c_str())).map_err(|e| match grouped {
-            true => MergeError::Limit {
-                hierarchy: hier.clone(),
-                what: format!(
-                    "mounting the overlay of {} extensions, stacked as overlays of up to \
-                     {OVL_MAX_STACK}: {e} (the kernel stacks filesystems two deep at most: \
-                     are the extensions on an overlay themselves?)",
-                    merged.len()
-                ),
-            },
-            false => MergeError::Overlay {
-                hierarchy: hier.clone(),
-                source: e.into(),
-            },
-        })
-    };
-    if submounts.is_empty() {
-        mount_at(&target)?;
-    } else {
-        // Mount aside, move the submounts into it, then move it over the hierarchy.
-        let aside = ws.dir.join("aside").join(h.replace('/', "_"));
-        fs::create_dir_all(&aside).map_err(io(&aside))?;
-        mount_at(&aside)?;
-        for sub in &submounts {
-            let rel = sub.strip_prefix(&target).unwrap_or(sub);
-            let _ = mount_move(sub, aside.join(rel));
-        }
-        mount_move(&aside, &target).map_err(|e| MergeError::Overlay {
+    mount_over(ws, h, &target, flags, &options).map_err(|e| match grouped {
+        true => MergeError::Limit {
             hierarchy: hier.clone(),
-            source: e.into(),
-        })?;
-    }
+            what: format!(
+                "mounting the overlay of {} extensions, stacked as overlays of up to \
+                 {OVL_MAX_STACK}: {e} (the kernel stacks filesystems two deep at most: \
+                 are the extensions on an overlay themselves?)",
+                merged.len()
+            ),
+        },
+        false => MergeError::Overlay {
+            hierarchy: hier.clone(),
+            source: e,
+        },
+    })?;
     let persistent = writes.upper.as_ref().filter(|_| !ctx.mutable.ephemeral());
-    let work = persistent.map(|(_, w)| w.strip_prefix(&ctx.root).unwrap_or(w));
     let meta = Meta {
         dir: &meta_path,
         backing,
         origin,
-        work_dir: work,
+        work_dir: persistent.map(|(_, w)| w.strip_prefix(&ctx.root).unwrap_or(w)),
     };
     meta.write(&target)?;
     if writes.upper.is_some() {
@@ -511,8 +459,91 @@ fn overlay(
     Ok(true)
 }
 
-fn non_empty_dir(p: &Path) -> bool {
-    fs::read_dir(p).is_ok_and(|mut d| d.next().is_some())
+/// The meta layer, on top, staged as `(name, its meta directory)`: its top directory (the
+/// merged hierarchy's) keeps the host hierarchy's mode (not its owner, as systemd 262), and its
+/// list names every extension merged, lowest first, as systemd's does.
+fn meta_layer(
+    ctx: &Context,
+    ws: &Workspace,
+    staged: &Path,
+    layers: &[&Activated],
+    host: &fs::Metadata,
+) -> Result<(String, PathBuf), MergeError> {
+    let meta = ws.name("m");
+    let meta_path = staged.join(&meta).join(meta_dir(ctx.class));
+    fs::create_dir_all(&meta_path).map_err(io(&meta_path))?;
+    fs::set_permissions(staged.join(&meta), host.permissions()).map_err(io(&meta_path))?;
+    let list: String = layers
+        .iter()
+        .rev()
+        .map(|a| format!("{}\n", a.name))
+        .collect();
+    fs::write(meta_path.join(ctx.class.plural()), list).map_err(io(&meta_path))?;
+    Ok((meta, meta_path))
+}
+
+/// The overlay's options: the meta layer, the imported mutable directory, the extensions'
+/// layers (grouped when there are too many) and the host's hierarchy (`bottom`); upper and
+/// work directories as systemd sets them for a mutable merge.
+fn options(
+    ws: &Workspace,
+    hier: &str,
+    meta: String,
+    writes: &mutable::Layers,
+    names: Vec<String>,
+    bottom: Option<&Path>,
+) -> Result<String, MergeError> {
+    let reserved = 2 + writes.import.is_some() as usize;
+    let mut lower = vec![meta];
+    lower.extend(writes.import.as_deref().map(escape));
+    let flags = MountFlags::RDONLY | MountFlags::NODEV;
+    lower.extend(stack(ws, hier, names, reserved, flags)?);
+    lower.extend(bottom.map(escape));
+    let mut options = format!("lowerdir={}", lower.join(":"));
+    if let Some((upper, work)) = &writes.upper {
+        options += &format!(
+            ",upperdir={},workdir={},redirect_dir=on,metacopy=off,index=off",
+            escape(upper),
+            escape(work)
+        );
+    }
+    debug!("overlay {hier}: {} bytes of options", options.len());
+    if options.len() > OPTIONS_MAX {
+        return Err(MergeError::Limit {
+            hierarchy: hier.to_owned(),
+            what: format!(
+                "the overlay's options take {} bytes, over the kernel's limit of one page \
+                 ({OPTIONS_MAX}): the path of the hierarchy is too long",
+                options.len()
+            ),
+        });
+    }
+    Ok(options)
+}
+
+/// Mounts the overlay on `target`; with submounts under it, aside first, the submounts moved
+/// into it, then it moved over the hierarchy (so they stay visible).
+fn mount_over(
+    ws: &Workspace,
+    h: &str,
+    target: &Path,
+    flags: MountFlags,
+    options: &str,
+) -> Result<(), std::io::Error> {
+    let data = std::ffi::CString::new(options).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let mount_at = |at: &Path| mount("sysext", at, "overlay", flags, Some(data.as_c_str()));
+    let submounts = submounts(target);
+    if submounts.is_empty() {
+        return Ok(mount_at(target)?);
+    }
+    let aside = ws.dir.join("aside").join(h.replace('/', "_"));
+    fs::create_dir_all(&aside)?;
+    mount_at(&aside)?;
+    for sub in &submounts {
+        let rel = sub.strip_prefix(target).unwrap_or(sub);
+        let _ = mount_move(sub, aside.join(rel));
+    }
+    Ok(mount_move(&aside, target)?)
 }
 
 /// systemd's flags: read-only and nodev (a confext also nosuid and noexec), `--noexec`
@@ -551,7 +582,8 @@ impl Meta<'_> {
         let mut files = vec![("dev", devnum(dev)), ("origin", self.origin.to_owned())];
         files.extend(self.backing.map(|b| ("backing", devnum(b))));
         if let Some(w) = self.work_dir {
-            files.push(("work_dir", format!("{}\n", cescape(&w.to_string_lossy()))));
+            let escaped = unit::cescape(w.as_os_str().as_bytes());
+            files.push(("work_dir", format!("{escaped}\n")));
         }
         for (name, text) in files {
             let path = self.dir.join(name);
@@ -561,71 +593,18 @@ impl Meta<'_> {
     }
 }
 
-/// systemd's `cescape`: backslash, quotes and control characters as C escapes.
-fn cescape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        match c {
-            '\\' => out += "\\\\",
-            '"' => out += "\\\"",
-            '\'' => out += "\\'",
-            '\n' => out += "\\n",
-            '\t' => out += "\\t",
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out += &format!("\\x{:02x}", c as u32),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// systemd's `cunescape` of what [`cescape`] writes.
-fn cunescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('x') => {
-                let hex: String = chars.by_ref().take(2).collect();
-                out.extend(u8::from_str_radix(&hex, 16).ok().map(char::from));
-            }
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    out
-}
-
-/// `root/rel` with symlinks resolved inside `root` (an `R/opt -> /opt` is R's own /opt, never
-/// the host's); created when missing, in the directory its parent resolves to.
-fn target_of(root: &Path, rel: &Path) -> Result<PathBuf, MergeError> {
-    if let Some(target) = discover::chase(root, rel) {
-        return Ok(target);
-    }
-    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-        return Ok(root.to_owned());
-    };
-    let target = target_of(root, parent)?.join(name);
-    // Not create_dir_all: a dangling symlink (pointing nowhere inside the root) fails here.
-    fs::create_dir(&target).map_err(io(&target))?;
-    Ok(target)
-}
-
 /// The lower layers for `names` (staged layers, highest first): themselves when one overlay
-/// takes them with the meta layer and the hierarchy, else overlays of up to OVL_MAX_STACK of
-/// them mounted in the staging directory (the current directory).
+/// takes them with the `reserved` other layers (meta, hierarchy, an imported mutable
+/// directory), else overlays of up to OVL_MAX_STACK of them mounted in the staging directory
+/// (the current directory).
 fn stack(
     ws: &Workspace,
     hier: &str,
     names: Vec<String>,
+    reserved: usize,
     flags: MountFlags,
 ) -> Result<Vec<String>, MergeError> {
-    if names.len() + 2 <= OVL_MAX_STACK {
+    if names.len() + reserved <= OVL_MAX_STACK {
         return Ok(names);
     }
     let mut groups = Vec::new();
@@ -807,7 +786,7 @@ pub fn status_of(root: &Path, class: Class, h: &str) -> Option<Merged> {
     }
     let names = small(class.plural(), 16 << 20).unwrap_or_default();
     let since = fs::metadata(target.join(meta).join("dev"))
-        .map(|m| m.mtime() * 1_000_000 + m.mtime_nsec() / 1000)
+        .map(|m| discover::mtime_us(&m))
         .unwrap_or(0);
     Some(Merged {
         hierarchy: format!("/{h}"),
@@ -817,8 +796,29 @@ pub fn status_of(root: &Path, class: Class, h: &str) -> Option<Merged> {
             .map(str::to_owned)
             .collect(),
         since,
-        work_dir: small("work_dir", 8192).map(|w| PathBuf::from(cunescape(w.trim_end()))),
+        work_dir: small("work_dir", 8192)
+            .and_then(|w| unit::cunescape(w.trim_end_matches('\n')))
+            .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b))),
     })
+}
+
+/// Removes a mutable merge's work directory, `work` as its meta file names it relative to
+/// the root — only if it is what a merge makes: `<dir>/.systemd-<hierarchy>-workdir`, found
+/// inside the root. Anything else (a meta file written to point elsewhere) is left alone.
+fn remove_work_dir(root: &Path, h: &str, work: &Path) {
+    let expected = format!(".systemd-{}-workdir", mutable::component(h));
+    let plain = work.components().all(|c| matches!(c, Component::Normal(_)));
+    let named = work.file_name().is_some_and(|n| n == expected.as_str());
+    let Some(found) = discover::chase(root, work).filter(|_| plain && named) else {
+        log::warn!(
+            "not removing the work directory {:?} the meta file names: not a {expected} in the root",
+            work
+        );
+        return;
+    };
+    if let Err(e) = fs::remove_dir_all(&found) {
+        log::warn!("removing {}: {e}", found.display());
+    }
 }
 
 /// Every merged hierarchy of `class` under `root`.
@@ -845,12 +845,8 @@ pub fn unmerge(root: &Path, class: Class) -> Result<Vec<String>, MergeError> {
                 hierarchy: format!("/{h}"),
                 source: e.into(),
             })?;
-            let inside = |w: &PathBuf| w.components().all(|c| matches!(c, Component::Normal(_)));
-            if let Some(work) = merged.work_dir.filter(inside) {
-                let work = root.join(work);
-                if let Err(e) = fs::remove_dir_all(&work) {
-                    log::warn!("removing {}: {e}", work.display());
-                }
+            if let Some(work) = merged.work_dir {
+                remove_work_dir(root, &h, &work);
             }
             info!("unmerged /{h}");
             done.push(format!("/{h}"));

@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::format::release::Class;
-use crate::runtime::discover::chase;
+use crate::runtime::discover::{chase, dir_inside, has_entries};
 
 /// systemd's mutable modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,8 +104,22 @@ pub struct Layers {
     pub upper_is_hierarchy: bool,
 }
 
+/// Whether a hierarchy no extension carries is merged in `mode`, as systemd does: where writes
+/// have somewhere to go (an upper directory is or will be there), else where the host's is not
+/// empty (an overlay needs two layers; systemd fails there).
+pub fn merges_unused(root: &Path, h: &str, mode: Mutable) -> bool {
+    let upper = || {
+        mode.always_writable()
+            || (mode == Mutable::Auto && chase(root, &dir(h)).is_some_and(|p| p.is_dir()))
+    };
+    let host = || chase(root, Path::new(h)).is_some_and(|p| has_entries(&p));
+    mode != Mutable::No && (upper() || host())
+}
+
 /// The layers `mode` gives hierarchy `h` (at `target`) under `root`; `ephemeral` is a fresh
-/// directory on a tmpfs for an ephemeral mode's upper and work directories.
+/// directory on a tmpfs for an ephemeral mode's upper and work directories. The upper
+/// directory is the merged hierarchy's top directory, so it must have the hierarchy's mode
+/// (one made here gets it; an existing one with another mode is refused, as systemd does).
 pub fn layers(
     root: &Path,
     h: &str,
@@ -114,17 +128,13 @@ pub fn layers(
     ephemeral: &Path,
 ) -> Result<Layers, String> {
     let rel = dir(h);
-    // A directory made here for the upper layer is the merged hierarchy's top directory: it
-    // gets the hierarchy's mode, as with systemd.
     let host_mode = fs::metadata(target)
         .map(|m| m.mode() & 0o7777)
         .unwrap_or(0o755);
     if mode == Mutable::Yes && chase(root, &rel).is_none() {
-        let full = root.join(&rel);
-        fs::create_dir_all(full.parent().unwrap_or(root))
-            .and_then(|()| fs::DirBuilder::new().mode(host_mode).create(&full))
-            .and_then(|()| fs::set_permissions(&full, fs::Permissions::from_mode(host_mode)))
-            .map_err(|e| format!("creating {}: {e}", full.display()))?;
+        dir_inside(root, &rel)
+            .and_then(|d| fs::set_permissions(&d, fs::Permissions::from_mode(host_mode)))
+            .map_err(|e| format!("creating /{}: {e}", rel.display()))?;
     }
     let existing = match mode {
         Mutable::No | Mutable::Ephemeral => None,
@@ -135,12 +145,34 @@ pub fn layers(
         out.upper = Some(on_tmpfs(ephemeral, h, host_mode)?);
     } else if let Some(upper) = existing.as_ref().filter(|_| !mode.imports()) {
         out.upper_is_hierarchy = same_inode(upper, target);
+        if !out.upper_is_hierarchy {
+            same_mode(upper, host_mode)?;
+        }
         out.upper = Some(persistent(upper, h)?);
     }
     if mode.imports() {
+        if existing.as_ref().is_some_and(|d| same_inode(d, target)) {
+            return Err(format!(
+                "/{}: it is /{h} itself, which cannot be imported below itself",
+                rel.display()
+            ));
+        }
         out.import = existing;
     }
     Ok(out)
+}
+
+/// An existing upper directory must have the hierarchy's mode.
+fn same_mode(upper: &Path, mode: u32) -> Result<(), String> {
+    let has = fs::metadata(upper).map_err(|e| format!("{}: {e}", upper.display()))?;
+    match has.mode() & 0o7777 {
+        m if m == mode => Ok(()),
+        m => Err(format!(
+            "{} has mode {m:04o}, the hierarchy {mode:04o}: the upper directory is the merged \
+             hierarchy's top directory, so it must have its mode",
+            upper.display()
+        )),
+    }
 }
 
 /// An ephemeral upper directory (mode `mode`) and its work directory, in `tmpfs`.

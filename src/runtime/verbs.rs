@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::format::gpt::Arch;
 use crate::format::release::{Class, Release, Scope};
+use crate::image::fs::{self, Dir};
 use crate::runtime::activate::{Activated, Context};
 use crate::runtime::discover::{self, chase};
 use crate::runtime::merge::{self, MergeError, Report};
@@ -101,12 +102,15 @@ pub fn list(root: &Path, class: Class, in_initrd: bool) -> Value {
 /// Whether a merged extension asks for a service-manager reload (`EXTENSION_RELOAD_MANAGER=1`
 /// in its extension-release, read through the merged hierarchy).
 pub fn reload_wanted(root: &Path, class: Class) -> bool {
+    let Ok(tree) = Dir::open(root) else {
+        return false;
+    };
     merge::status(root, class).iter().any(|m| {
         m.extensions.iter().any(|name| {
-            let file = Path::new(class.release_dir()).join(format!("extension-release.{name}"));
-            chase(root, &file)
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .and_then(|t| Release::parse(&t).ok())
+            // The release file as the merge chose it (a renamed image's too), read in the root.
+            fs::release_file(&tree, class.release_dir(), name)
+                .ok()
+                .and_then(|(_, text)| Release::parse(&text).ok())
                 .and_then(|r| {
                     r.get("EXTENSION_RELOAD_MANAGER")
                         .and_then(crate::format::unit::boolean)
