@@ -36,6 +36,18 @@ fn fake_root(dir: &Path, release: &str) -> std::path::PathBuf {
     r
 }
 
+/// A Debian 12 fake root with one matching directory extension `name` in /var/lib/extensions.
+fn root_with_ext(dir: &Path, name: &str) -> std::path::PathBuf {
+    let root = fake_root(dir, "ID=debian\nVERSION_ID=12\n");
+    dir_ext(
+        &root,
+        "var/lib/extensions",
+        name,
+        "ID=debian\nVERSION_ID=12\n",
+    );
+    root
+}
+
 /// A directory extension `name` under `root/dir` with `release` and a file usr/bin/<name>.
 fn dir_ext(root: &Path, dir: &str, name: &str, release: &str) {
     let e = root.join(dir).join(name);
@@ -73,13 +85,7 @@ fn directories_and_images_merge_unmerge_refresh() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
-    dir_ext(
-        &root,
-        "var/lib/extensions",
-        "dirext",
-        "ID=debian\nVERSION_ID=12\n",
-    );
+    let root = root_with_ext(dir.path(), "dirext");
     let img_tree = dir.path().join("img");
     fs::create_dir_all(img_tree.join("usr/bin")).unwrap();
     fs::create_dir_all(img_tree.join("opt/vendor")).unwrap();
@@ -224,13 +230,7 @@ fn systemd_sysext_recognises_and_unmerges_our_merge() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
-    dir_ext(
-        &root,
-        "var/lib/extensions",
-        "ours",
-        "ID=debian\nVERSION_ID=12\n",
-    );
+    let root = root_with_ext(dir.path(), "ours");
     let r = s(&root);
     let out = in_namespace(&format!(
         "{BIN} merge --root {r} >/dev/null
@@ -273,13 +273,7 @@ fn merge_stacks_on_an_existing_overlay() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
-    dir_ext(
-        &root,
-        "var/lib/extensions",
-        "stacked",
-        "ID=debian\nVERSION_ID=12\n",
-    );
+    let root = root_with_ext(dir.path(), "stacked");
     let (r, d) = (s(&root), dir.path().display());
     let out = in_namespace(&format!(
         "mkdir -p {d}/lower/share/olddir {d}/upper {d}/work
@@ -368,13 +362,7 @@ fn refresh_follows_origin_and_reload_manager_runs() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = fake_root(dir.path(), "ID=debian\nVERSION_ID=12\n");
-    dir_ext(
-        &root,
-        "var/lib/extensions",
-        "one",
-        "ID=debian\nVERSION_ID=12\n",
-    );
+    let root = root_with_ext(dir.path(), "one");
     let r = s(&root);
     let out = in_namespace(&format!(
         "{BIN} merge --root {r} >/dev/null
