@@ -304,8 +304,8 @@ impl InitrdArgs {
         })
     }
 
-    /// Takes `--name`'s value if it is one of these options; false if it is not.
-    fn take(&mut self, name: &str, p: &mut Parser) -> Result<bool, CliError> {
+    /// Takes `--name`'s value if it is one of these options; a usage error if it is not.
+    fn take(&mut self, name: &str, p: &mut Parser) -> Result<(), CliError> {
         let s = &mut self.spec;
         match name {
             "tree" => s.tree = Some(path(p)?),
@@ -332,10 +332,10 @@ impl InitrdArgs {
                     return Err(usage(format!("--level {level}: zstd levels are 1 to 22")));
                 }
             }
-            _ => return Ok(false),
+            _ => return Err(Long(name).unexpected().into()),
         }
         self.given = true;
-        Ok(true)
+        Ok(())
     }
 
     fn finish(mut self) -> Result<initrd::Spec, CliError> {
@@ -357,9 +357,7 @@ fn build_initrd(p: &mut Parser) -> Result<(), CliError> {
             Long("output") | Short('o') => output = Some(path(p)?),
             Long(name) => {
                 let name = name.to_owned();
-                if !a.take(&name, p)? {
-                    return Err(Long(&name).unexpected().into());
-                }
+                a.take(&name, p)?;
             }
             other => return Err(other.unexpected().into()),
         }
@@ -400,9 +398,7 @@ fn build_uki(p: &mut Parser) -> Result<(), CliError> {
             Long("output") | Short('o') => output = Some(path(p)?),
             Long(name) => {
                 let name = name.to_owned();
-                if !a.take(&name, p)? {
-                    return Err(Long(&name).unexpected().into());
-                }
+                a.take(&name, p)?;
             }
             other => return Err(other.unexpected().into()),
         }
