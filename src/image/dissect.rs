@@ -76,6 +76,26 @@ pub enum HashSource {
     Sidecar(PathBuf),
 }
 
+/// The protection an image's partition offers (or was set up with). A signed partition also
+/// qualifies as verity and as unprotected, a verity one as unprotected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protection {
+    Unprotected,
+    Verity,
+    Signed,
+}
+
+impl Protection {
+    /// The most `d` offers (what the default image policies take).
+    pub fn offered(d: &Dissected) -> Protection {
+        match (&d.verity, &d.root_hash, &d.signature) {
+            (Some(_), Some(_), Some(_)) => Protection::Signed,
+            (Some(_), Some(_), None) => Protection::Verity,
+            _ => Protection::Unprotected,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Dissected {
     pub path: PathBuf,

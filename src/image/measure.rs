@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::format::release::{image_name, image_name_is_valid, Class};
 use crate::format::tpm2::{Bank, Hasher};
-use crate::image::dissect::{self, DissectError, Dissected};
+use crate::image::dissect::{self, DissectError, Dissected, Protection};
 
 /// systemd's TPM_PCR_INDEX_INITRD_SYSEXTS.
 pub const PCR: u32 = 13;
@@ -33,38 +33,17 @@ fn refused(path: &Path, reason: impl Into<String>) -> MeasureError {
     }
 }
 
-/// How far an extension's identity was checked when it was set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Checked {
-    Nothing,
-    /// dm-verity checks the data against the root hash.
-    RootHash,
-    /// ... and the root hash's signature was checked.
-    Signature,
-}
-
-impl Checked {
-    /// The most `d` offers, which is what the default image policies take.
-    pub fn offered(d: &Dissected) -> Checked {
-        match (&d.verity, &d.root_hash, &d.signature) {
-            (Some(_), Some(_), Some(_)) => Checked::Signature,
-            (Some(_), Some(_), None) => Checked::RootHash,
-            _ => Checked::Nothing,
-        }
-    }
-}
-
 /// The event boot mode measures for the extension `name` of `class` (`image` None for a
 /// directory): `sysext:NAME:ROOTHASH:FINGERPRINT` (a confext: `confext:…`), the lowercase hex root hash when dm-verity checks the
 /// image against it, the signing certificate's fingerprint as the signature partition names it
 /// (`certificateFingerprint`) when the signature was checked, `-` otherwise. Both are hex or
 /// `-`, so the event splits unambiguously from the right even if NAME holds a `:`.
-pub fn event(class: Class, name: &str, image: Option<&Dissected>, checked: Checked) -> String {
+pub fn event(class: Class, name: &str, image: Option<&Dissected>, checked: Protection) -> String {
     let root_hash = image
-        .filter(|_| checked >= Checked::RootHash)
+        .filter(|_| checked >= Protection::Verity)
         .and_then(Dissected::root_hash_hex);
     let fingerprint = image
-        .filter(|_| checked == Checked::Signature)
+        .filter(|_| checked == Protection::Signed)
         .and_then(|d| d.signature.as_ref()?.certificate_fingerprint.as_deref())
         .map(str::to_ascii_lowercase);
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -99,7 +78,9 @@ fn extension_event(class: Class, path: &Path) -> Result<String, MeasureError> {
     if !image_name_is_valid(name) {
         return Err(refused(path, format!("invalid extension name {name:?}")));
     }
-    let checked = image.as_ref().map_or(Checked::Nothing, Checked::offered);
+    let checked = image
+        .as_ref()
+        .map_or(Protection::Unprotected, Protection::offered);
     Ok(event(class, name, image.as_ref(), checked))
 }
 
@@ -263,32 +244,35 @@ mod tests {
     fn the_event_names_what_was_checked() {
         let (rh, fp) = ("ab".repeat(32), "cd".repeat(32));
         let signed = image(Some(Some(&fp.to_uppercase())));
-        assert_eq!(Checked::offered(&signed), Checked::Signature);
+        assert_eq!(Protection::offered(&signed), Protection::Signed);
         let event = |d, c| event(Class::Sysext, "a:b", d, c);
         assert_eq!(
-            event(Some(&signed), Checked::Signature),
+            event(Some(&signed), Protection::Signed),
             format!("sysext:a:b:{rh}:{fp}")
         );
         // A policy that took verity only: the signature was not checked, so not measured.
         assert_eq!(
-            event(Some(&signed), Checked::RootHash),
+            event(Some(&signed), Protection::Verity),
             format!("sysext:a:b:{rh}:-")
         );
-        assert_eq!(event(Some(&signed), Checked::Nothing), "sysext:a:b:-:-");
-        assert_eq!(event(None, Checked::Nothing), "sysext:a:b:-:-");
+        assert_eq!(
+            event(Some(&signed), Protection::Unprotected),
+            "sysext:a:b:-:-"
+        );
+        assert_eq!(event(None, Protection::Unprotected), "sysext:a:b:-:-");
         // A signature without a certificateFingerprint (a .roothash.p7s sidecar).
         let sidecar = image(Some(None));
         assert_eq!(
-            event(Some(&sidecar), Checked::Signature),
+            event(Some(&sidecar), Protection::Signed),
             format!("sysext:a:b:{rh}:-")
         );
         let verity = image(None);
-        assert_eq!(Checked::offered(&verity), Checked::RootHash);
+        assert_eq!(Protection::offered(&verity), Protection::Verity);
         let plain = Dissected {
             verity: None,
             ..image(None)
         };
-        assert_eq!(Checked::offered(&plain), Checked::Nothing);
+        assert_eq!(Protection::offered(&plain), Protection::Unprotected);
     }
 
     /// One newc entry as systemd-stub's pack_cpio writes it, written out independently.

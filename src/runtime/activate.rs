@@ -16,15 +16,15 @@ use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use crate::format::gpt::{Arch, Designator};
 use crate::format::release::{self, Class, Host, Incompatible, Release, Scope, SelectError};
 use crate::format::signature;
-use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource};
+use crate::image::dissect::{self, DissectError, Dissected, FsType, HashSource, Protection};
 use crate::image::fs::{self, Dir, ReleaseError};
-use crate::image::measure::{self, Checked};
+use crate::image::measure;
 use crate::runtime::discover::{EntryKind, Found};
 use crate::runtime::dm::{self, DmError, VerityTable};
 use crate::runtime::keyring::{self, KeyError, Keyring};
 use crate::runtime::loopdev::{self, LoopDevice, LoopError};
 use crate::runtime::mutable::Mutable;
-use crate::runtime::policy::{Policy, Protection, Refusal};
+use crate::runtime::policy::{Policy, Refusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
@@ -159,7 +159,7 @@ pub fn activate(ctx: &Context, found: &Found) -> Result<Activated, ActivateError
             usr_only: false,
             protection: Protection::Unprotected,
             signer: None,
-            event: measure::event(ctx.class, &found.name, None, Checked::Nothing),
+            event: measure::event(ctx.class, &found.name, None, Protection::Unprotected),
             tree: open_tree(&found.resolved)?,
             _staging: None,
             _dm: None,
@@ -180,24 +180,6 @@ fn policy_for(ctx: &Context, found: &Found) -> Policy {
     }
 }
 
-/// What protection an image can offer.
-fn available(d: &Dissected) -> Protection {
-    match Checked::offered(d) {
-        Checked::Signature => Protection::Signed,
-        Checked::RootHash => Protection::Verity,
-        Checked::Nothing => Protection::Unprotected,
-    }
-}
-
-/// How far an image set up at protection `level` has been checked.
-fn checked(level: Protection) -> Checked {
-    match level {
-        Protection::Signed => Checked::Signature,
-        Protection::Verity => Checked::RootHash,
-        Protection::Unprotected => Checked::Nothing,
-    }
-}
-
 fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateError> {
     let d = dissect::dissect(&found.resolved, Some(ctx.arch))?;
     debug!(
@@ -207,7 +189,7 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         d.data.offset
     );
     let designator = d.designator.unwrap_or(Designator::Root);
-    let offered = available(&d);
+    let offered = Protection::offered(&d);
     let policy = policy_for(ctx, found);
     let level = policy.decide(designator.name(), offered)?;
     let other = match designator {
@@ -257,7 +239,7 @@ fn activate_image(ctx: &Context, found: &Found) -> Result<Activated, ActivateErr
         usr_only: designator == Designator::Usr,
         protection: level,
         signer,
-        event: measure::event(ctx.class, &found.name, Some(&d), checked(level)),
+        event: measure::event(ctx.class, &found.name, Some(&d), level),
         tree,
         _staging: Some(staging),
         _dm: dm,

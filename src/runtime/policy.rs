@@ -19,6 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::format::release::Class;
+use crate::image::dissect::Protection;
 
 /// Partition designators in systemd's `PartitionDesignator` order, which is also the output order.
 const DESIGNATORS: [&str; 13] = [
@@ -105,15 +106,6 @@ pub enum PolicyError {
     UnsupportedFlag { flag: String, pos: usize },
     #[error("empty image policy flag at byte {pos}")]
     EmptyFlag { pos: usize },
-}
-
-/// The protection an image's partition offers. A signed partition also qualifies as verity and
-/// as unprotected, a verity one as unprotected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Protection {
-    Unprotected,
-    Verity,
-    Signed,
 }
 
 /// A policy's refusal to use a partition, as a readable message.
